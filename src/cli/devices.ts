@@ -1,0 +1,19 @@
+import type { Argv } from 'yargs';
+import { handler, formatTable } from './common.js';
+import { listDevices } from '../runtime/devices.js';
+
+export const command = 'devices';
+export const describe = 'Which compute devices can run here, and why not';
+export function builder(y: Argv) {
+  return y.option('json', { type: 'boolean', default: false, describe: 'print JSON' });
+}
+const handle = handler((args: { json: boolean }) => {
+  const devices = listDevices();
+  if (args.json) {
+    process.stdout.write(JSON.stringify(devices, null, 2) + '\n');
+    return;
+  }
+  const rows = devices.map((d) => [d.name, d.availability.available ? 'yes' : 'no', d.availability.available ? d.description : `${d.description}; ${d.availability.reason}`]);
+  process.stdout.write(formatTable(['device', 'available', 'notes'], rows) + '\n');
+});
+export { handle as handler };

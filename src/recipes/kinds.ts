@@ -1,0 +1,352 @@
+/**
+ * The stage kinds the recipe format knows, registered without runners: a recipe using them
+ * validates and dry-runs; running one says the engine is not in this build yet until engine code
+ * calls `attachStageRunner(kind, run)`.
+ *
+ * "not published" marks defaults the papers do not give (shared/REFERENCE.md); they are our choices.
+ */
+import { z } from 'zod';
+import { registerStageKind } from './registry.js';
+import {
+  datasetSelectionSchema,
+  imageTextDataSchema,
+  loraSchema,
+  mmebTrainDataSchema,
+  modelRefSchema,
+  quantizationSchema,
+  stageSchema,
+  textPairDataSchema,
+  trainLoopSchema,
+} from './schema.js';
+
+const positive = () => z.number().positive();
+const count = () => z.int().min(1);
+
+/** Published UniME prompts; `auto` in a recipe picks one by the model's architecture. */
+export const PROMPT_TEMPLATES = {
+  'phi3_5_v': {
+    text: '<|user|>\n<sent>\nSummary above sentence in one word: <|end|>\n<|assistant|>\n',
+    image: '<|user|>\n<|image_1|>\nSummary above image in one word: <|end|>\n<|assistant|>\n',
+  },
+  'llava_next_mistral': {
+    text: '[INST] <sent>\nSummary above sentence in one word: [/INST]',
+    image: '[INST] <image>\nSummary above image in one word: [/INST]',
+  },
+} as const;
+
+/** `auto`, or a template containing `<sent>` where the text goes. */
+const promptTemplateSchema = z
+  .string()
+  .refine((s) => s === 'auto' || s.includes('<sent>'), { error: 'expected "auto" or a template containing <sent>' });
+
+// ---------------------------------------------------------------------------------------------
+// teacher-embed: offline teacher embeddings for stage 1
+export const teacherEmbedSchema = stageSchema('teacher-embed', {
+  /** The paper's teacher is NV-Embed-v2. */
+  teacher: modelRefSchema.prefault('nvidia/NV-Embed-v2'),
+  /** Not published for this pipeline; NV-Embed-v2 itself mean-pools (after latent attention). */
+  pooling: z.enum(['last', 'mean']).default('mean'),
+  /** Prefix put before every text (e.g. NV-Embed's "Instruct: ...\nQuery: "). Not published: none. */
+  instruction: z.string().default(''),
+  normalize: z.boolean().default(true),
+  data: textPairDataSchema,
+  /** Not published. */
+  max_length: count().default(128),
+  /** Not published. */
+  batch_size: count().default(64),
+  /** Where the embedding cache is written; null = the stage's output_dir. */
+  cache_dir: z.string().min(1).nullable().default(null),
+});
+
+// ---------------------------------------------------------------------------------------------
+// unime-distill: UniME stage 1, textual discriminative knowledge distillation
+export const unimeDistillSchema = stageSchema('unime-distill', {
+  model: modelRefSchema,
+  data: textPairDataSchema,
+  prompt_template: promptTemplateSchema.default('auto'),
+  /** Not published. */
+  max_length: count().default(128),
+  /** Rank 32 is published (QLoRA); alpha and dropout are not. */
+  lora: loraSchema({ rank: 32, alpha: 64, dropout: 0.05 }),
+  /** The paper trains with QLoRA (4-bit NF4 base weights). */
+  quantization: quantizationSchema.default('nf4'),
+  /** Directory of the teacher's cached embeddings (usually `${stages.<teacher stage>.output_dir}`). */
+  teacher_cache: z.string().min(1),
+  loss: z
+    .strictObject({
+      /** Not published. */
+      student_temperature: positive().default(0.05),
+      /** Not published. */
+      teacher_temperature: positive().default(0.05),
+      /**
+       * `teacher_student` = KL(P_teacher || P_student), what most implementations compute;
+       * `student_teacher` = KL(P_student || P_teacher), as printed in the paper.
+       */
+      kl_direction: z.enum(['teacher_student', 'student_teacher']).default('teacher_student'),
+    })
+    .prefault({}),
+  /** Published: lr 5e-4, 2 epochs, batch 768. The rest is not published. */
+  train: trainLoopSchema({
+    lr: 5e-4,
+    epochs: 2,
+    max_steps: null,
+    batch_size: 768,
+    gradcache_chunk_size: 64,
+    warmup_ratio: 0.05,
+    schedule: 'linear',
+    weight_decay: 0,
+    grad_clip: 1.0,
+    log_every: 10,
+    save_every: null,
+  }),
+});
+
+// ---------------------------------------------------------------------------------------------
+// unime-hardneg: UniME stage 2, hard-negative enhanced instruction tuning on MMEB-train
+export const unimeHardnegSchema = stageSchema('unime-hardneg', {
+  model: modelRefSchema,
+  data: mmebTrainDataSchema,
+  /** Published: 336x336. */
+  image_size: count().default(336),
+  /** Not published. */
+  max_length: count().default(256),
+  /** Image placeholder used in the MMEB instructions; `auto` = the backbone's own token. */
+  image_token: z.string().min(1).default('auto'),
+  loss: z
+    .strictObject({
+      /** `hardneg` = UniME (positive + k filtered hard negatives); `inbatch` = VLM2Vec InfoNCE over the whole batch. */
+      mode: z.enum(['hardneg', 'inbatch']).default('hardneg'),
+      temperature: positive().default(0.02),
+      /** Candidates with cos(q, c) > cos(q, c+) + beta are treated as false negatives. */
+      false_negative_beta: z.number().default(0.1),
+      /** k hard negatives per query, from the global batch. */
+      hard_negatives: count().default(8),
+      /** With fewer than k valid negatives: `duplicate` existing ones (the paper) or `mask` the missing slots. */
+      when_fewer_than_k: z.enum(['duplicate', 'mask']).default('duplicate'),
+    })
+    .prefault({}),
+  /** Rank 16 is published; alpha 64 and dropout 0.1 are VLM2Vec's. */
+  lora: loraSchema({ rank: 16, alpha: 64, dropout: 0.1 }),
+  quantization: quantizationSchema.default('none'),
+  /**
+   * Published: lr 1e-4 (Phi-3.5-V; 2e-5 for LLaVA-1.6), 1000 steps, batch 1024, GradCache.
+   * Chunk size 8 and 10% warmup follow VLM2Vec; the rest is not published.
+   */
+  train: trainLoopSchema({
+    lr: 1e-4,
+    epochs: null,
+    max_steps: 1000,
+    batch_size: 1024,
+    gradcache_chunk_size: 8,
+    warmup_ratio: 0.1,
+    schedule: 'linear',
+    weight_decay: 0,
+    grad_clip: 1.0,
+    log_every: 10,
+    save_every: 250,
+  }),
+}).superRefine((s, ctx) => {
+  if (s.loss.mode === 'hardneg' && s.loss.hard_negatives >= s.train.batch_size) {
+    ctx.addIssue({
+      code: 'custom',
+      path: ['loss', 'hard_negatives'],
+      message: `expected fewer hard negatives than train.batch_size (${s.train.batch_size}), found ${s.loss.hard_negatives}`,
+    });
+  }
+});
+
+// ---------------------------------------------------------------------------------------------
+// eval: benchmark suites
+export const EVAL_SUITES = ['mmeb', 'retrieval', 'sugarcrepe', 'zeroshot'] as const;
+export const evalSchema = stageSchema('eval', {
+  suite: z.enum(EVAL_SUITES),
+  /** The base model; a trained adapter comes in through init_from. */
+  model: modelRefSchema,
+  data: z.strictObject({ root: z.string().min(1) }),
+  datasets: datasetSelectionSchema.default('all'),
+  batch_size: count().default(16),
+  /** null = the model's own input size. */
+  image_size: count().nullable().default(null),
+  max_length: count().default(256),
+  image_token: z.string().min(1).default('auto'),
+});
+
+// ---------------------------------------------------------------------------------------------
+// clip-train: CLIP-side methods with a frozen LLM text encoder
+const clipLoss = {
+  /** CLIP's 1/0.07. */
+  logit_scale_init: positive().default(1 / 0.07),
+  /** The learnable scale is clamped to at most this value. */
+  logit_scale_max: positive().default(100),
+};
+
+/** A pretrained vision tower (required). */
+function pretrainedVisionSchema(d: { arch: string; pooling: 'cls' | 'mean' }) {
+  return z.strictObject({
+    model: modelRefSchema,
+    arch: z.string().min(1).default(d.arch),
+    pooling: z.enum(['cls', 'mean']).default(d.pooling),
+  });
+}
+
+/** A vision tower trained from scratch unless `model` names pretrained weights. */
+function scratchVisionSchema(d: { arch: string; pooling: 'cls' | 'mean' }) {
+  return z
+    .strictObject({
+      /** null = train `arch` from scratch. */
+      model: modelRefSchema.nullable().default(null),
+      arch: z.string().min(1).default(d.arch),
+      pooling: z.enum(['cls', 'mean']).default(d.pooling),
+    })
+    .prefault({});
+}
+
+const clipCommon = {
+  /** The frozen LLM text encoder. */
+  text_model: modelRefSchema,
+  /** Cached text features (LLM2CLIP: raw float32; LIFT: parquet key/embedding); null = `<output_dir>/text-features`. */
+  text_features: z.string().min(1).nullable().default(null),
+  data: imageTextDataSchema,
+  image_size: count().default(224),
+};
+
+const llm2clipSchema = stageSchema('clip-train', {
+  method: z.literal('llm2clip'),
+  ...clipCommon,
+  vision: pretrainedVisionSchema({ arch: 'eva02-l-14', pooling: 'cls' }),
+  adapter: z
+    .strictObject({
+      blocks: count().default(4),
+      hidden_mult: count().default(2),
+      /** Not published as a default; EVA02-L/14 CLIP's joint space is 768. */
+      embed_dim: count().default(768),
+    })
+    .prefault({}),
+  loss: z.strictObject({ ...clipLoss }).prefault({}),
+  /** Published: lr 1e-5, weight decay 0.05, batch 4096. Epochs and warmup are not published. */
+  train: trainLoopSchema({
+    lr: 1e-5,
+    epochs: 4,
+    max_steps: null,
+    batch_size: 4096,
+    gradcache_chunk_size: null,
+    warmup_ratio: 0.05,
+    schedule: 'cosine',
+    weight_decay: 0.05,
+    grad_clip: 1.0,
+    log_every: 10,
+    save_every: 1000,
+  }),
+});
+
+const liftSchema = stageSchema('clip-train', {
+  method: z.literal('lift'),
+  ...clipCommon,
+  vision: scratchVisionSchema({ arch: 'vit-b-16', pooling: 'mean' }),
+  head: z.strictObject({ hidden_dim: count().default(4096), out_dim: count().default(4096) }).prefault({}),
+  loss: z
+    .strictObject({
+      /** `infonce` = CLIP loss; `cosine` = mean(1 - cos) over positives only (no negatives, no temperature). */
+      type: z.enum(['infonce', 'cosine']).default('infonce'),
+      ...clipLoss,
+    })
+    .prefault({}),
+  /** Not published as a recipe default: our choices. */
+  train: trainLoopSchema({
+    lr: 5e-4,
+    epochs: 32,
+    max_steps: null,
+    batch_size: 4096,
+    gradcache_chunk_size: null,
+    warmup_ratio: 0.05,
+    schedule: 'cosine',
+    weight_decay: 0.2,
+    grad_clip: 1.0,
+    log_every: 10,
+    save_every: 1000,
+  }),
+});
+
+const proclipSchema = stageSchema('clip-train', {
+  method: z.literal('proclip'),
+  ...clipCommon,
+  /** `align`: only the adapter, against the frozen CLIP text encoder; `finetune`: adapter + image encoder. */
+  phase: z.enum(['align', 'finetune']).default('align'),
+  vision: pretrainedVisionSchema({ arch: 'vit-l-14', pooling: 'cls' }),
+  /** The CLIP text encoder the adapter is aligned to (phase align). */
+  clip_text_model: modelRefSchema.nullable().default(null),
+  loss: z
+    .strictObject({
+      ...clipLoss,
+      /** lambda on the self-distillation terms in phase finetune. Not published. */
+      distill_weight: z.number().min(0).default(1.0),
+      /** EMA decay of the teacher image encoder. Not published. */
+      ema_decay: z.number().min(0).lt(1).default(0.999),
+      /** SmoothL1 beta of the structure term. Not published. */
+      smooth_l1_beta: positive().default(1.0),
+    })
+    .prefault({}),
+  /** Not published as a recipe default: our choices. */
+  train: trainLoopSchema({
+    lr: 1e-5,
+    epochs: 1,
+    max_steps: null,
+    batch_size: 1024,
+    gradcache_chunk_size: null,
+    warmup_ratio: 0.05,
+    schedule: 'cosine',
+    weight_decay: 0.05,
+    grad_clip: 1.0,
+    log_every: 10,
+    save_every: 1000,
+  }),
+}).superRefine((s, ctx) => {
+  if (s.phase === 'align' && s.clip_text_model === null) {
+    ctx.addIssue({ code: 'custom', path: ['clip_text_model'], message: 'expected a CLIP text encoder for phase align, found null' });
+  }
+});
+
+export const clipTrainSchema = z.discriminatedUnion('method', [llm2clipSchema, liftSchema, proclipSchema]);
+
+export type TeacherEmbedStage = z.output<typeof teacherEmbedSchema>;
+export type UnimeDistillStage = z.output<typeof unimeDistillSchema>;
+export type UnimeHardnegStage = z.output<typeof unimeHardnegSchema>;
+export type EvalStage = z.output<typeof evalSchema>;
+export type ClipTrainStage = z.output<typeof clipTrainSchema>;
+export type BuiltinStage = TeacherEmbedStage | UnimeDistillStage | UnimeHardnegStage | EvalStage | ClipTrainStage;
+
+registerStageKind({
+  kind: 'teacher-embed',
+  schema: teacherEmbedSchema,
+  description: 'embed the stage-1 texts with a teacher LLM embedder and cache them',
+  inputs: (s) => ({ teacher: s.teacher.path, data: s.data.path }),
+});
+registerStageKind({
+  kind: 'unime-distill',
+  schema: unimeDistillSchema,
+  description: 'UniME stage 1: textual discriminative knowledge distillation (LoRA on the LLM)',
+  inputs: (s) => ({ model: s.model.path, data: s.data.path, teacher_cache: s.teacher_cache }),
+});
+registerStageKind({
+  kind: 'unime-hardneg',
+  schema: unimeHardnegSchema,
+  description: 'UniME stage 2: hard-negative enhanced instruction tuning on MMEB-train',
+  inputs: (s) => ({ model: s.model.path, data: s.data.root }),
+});
+registerStageKind({
+  kind: 'eval',
+  schema: evalSchema,
+  description: 'evaluate on MMEB, caption retrieval, SugarCrepe or zero-shot classification',
+  inputs: (s) => ({ model: s.model.path, data: s.data.root }),
+});
+registerStageKind({
+  kind: 'clip-train',
+  schema: clipTrainSchema,
+  description: 'train a CLIP-side model on a frozen LLM text encoder (LLM2CLIP, LIFT, ProCLIP)',
+  inputs: (s) => ({
+    text_model: s.text_model.path,
+    text_features: s.text_features,
+    vision: s.vision.model?.path,
+    data: s.data.path,
+  }),
+});

@@ -1,0 +1,189 @@
+/**
+ * Device choice. Each device is a provider that can say whether it is usable here (and why not)
+ * and can make itself the active tfjs backend. The pure-JS `cpu` backend is always there and is the
+ * reference every faster kernel is tested against; `native` (C++ kernels on the cpu backend's
+ * buffers) and `cuda` register themselves here when their addon is built.
+ */
+import { createRequire } from 'node:module';
+import { existsSync } from 'node:fs';
+import * as path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { tf } from './tf.js';
+import { log } from './log.js';
+import { UnimeError } from '../errors.js';
+
+export const DEVICE_NAMES = ['cpu', 'native', 'cuda'] as const;
+export type DeviceName = (typeof DEVICE_NAMES)[number];
+export type DeviceRequest = DeviceName | 'auto';
+export const PRECISIONS = ['fp32', 'tf32', 'bf16'] as const;
+export type Precision = (typeof PRECISIONS)[number];
+
+export interface Availability {
+  available: boolean;
+  /** Why not, in one line a user can act on. */
+  reason?: string;
+}
+
+export interface DeviceProvider {
+  name: DeviceName;
+  /** One line for `--help` and status output. */
+  description: string;
+  /** Compute precisions this device can run. */
+  precisions: readonly Precision[];
+  /** Higher wins under `--device auto`. */
+  priority: number;
+  probe(): Availability;
+  /** Make this device's tfjs backend the active one. */
+  activate(): Promise<void>;
+}
+
+const providers = new Map<DeviceName, DeviceProvider>();
+
+export function registerDevice(p: DeviceProvider): void {
+  providers.set(p.name, p);
+}
+
+export function listDevices(): { name: DeviceName; description: string; availability: Availability }[] {
+  return DEVICE_NAMES.filter((n) => providers.has(n)).map((n) => {
+    const p = providers.get(n)!;
+    return { name: n, description: p.description, availability: safeProbe(p) };
+  });
+}
+
+function safeProbe(p: DeviceProvider): Availability {
+  try {
+    return p.probe();
+  } catch (e) {
+    return { available: false, reason: `probe failed: ${(e as Error).message}` };
+  }
+}
+
+export interface ActiveDevice {
+  name: DeviceName;
+  precision: Precision;
+  backend: string;
+}
+
+let active: ActiveDevice | null = null;
+
+export function activeDevice(): ActiveDevice | null {
+  return active;
+}
+
+/**
+ * Activate a device. An explicit request that cannot be met is an error naming why; `auto` takes
+ * the best available device and says once, in one line, when it had to settle for the JS kernels.
+ */
+export async function useDevice(request: DeviceRequest = 'auto', precision: Precision = 'fp32'): Promise<ActiveDevice> {
+  if (request !== 'auto' && !(DEVICE_NAMES as readonly string[]).includes(request)) {
+    throw new UnimeError(`unknown device "${request}"`, { field: 'device', fix: `use one of: auto, ${DEVICE_NAMES.join(', ')}` });
+  }
+  if (!(PRECISIONS as readonly string[]).includes(precision)) {
+    throw new UnimeError(`unknown precision "${precision}"`, { field: 'precision', fix: `use one of: ${PRECISIONS.join(', ')}` });
+  }
+  let chosen: DeviceProvider;
+  if (request === 'auto') {
+    const ranked = [...providers.values()].sort((a, b) => b.priority - a.priority);
+    const usable = ranked.filter((p) => safeProbe(p).available && p.precisions.includes(precision));
+    chosen = usable[0] ?? providers.get('cpu')!;
+    if (chosen.name === 'cpu') {
+      const native = providers.get('native');
+      const why = native ? safeProbe(native).reason : 'no native provider registered';
+      log.once('device:js-fallback', 'info', `unime: native kernels unavailable (${why}); running on the pure-JS kernels, which are slow`);
+    }
+  } else {
+    const p = providers.get(request);
+    const a = p ? safeProbe(p) : { available: false, reason: 'not registered in this build' };
+    if (!p || !a.available) {
+      throw new UnimeError(`device "${request}" is not available: ${a.reason}`, {
+        field: 'device',
+        fix: 'use --device auto (the best available) or --device cpu',
+      });
+    }
+    chosen = p;
+  }
+  if (!chosen.precisions.includes(precision)) {
+    throw new UnimeError(`precision ${precision} is not supported on device ${chosen.name}`, {
+      field: 'precision',
+      fix: `use precision=${chosen.precisions.join(' or ')} on ${chosen.name}${precision !== 'fp32' ? ', or a device that supports ' + precision + ' (cuda)' : ''}`,
+    });
+  }
+  await chosen.activate();
+  active = { name: chosen.name, precision, backend: tf.getBackend() };
+  return active;
+}
+
+// --- the built-in providers ---
+
+registerDevice({
+  name: 'cpu',
+  description: 'pure-JS tfjs cpu backend (the reference; slow)',
+  precisions: ['fp32'],
+  priority: 0,
+  probe: () => ({ available: true }),
+  async activate() {
+    await tf.setBackend('cpu');
+    await tf.ready();
+    // The cpu backend prints a "use tfjs-node" banner on first use; we are not going to.
+    (tf.backend() as unknown as { firstUse?: boolean }).firstUse = false;
+  },
+});
+
+/** Where the native addon is looked for: UNIME_NATIVE_ADDON, else native/build/Release in the package. */
+export function nativeAddonPath(): string {
+  const fromEnv = process.env.UNIME_NATIVE_ADDON;
+  if (fromEnv) return path.resolve(fromEnv);
+  return path.join(path.dirname(fileURLToPath(import.meta.url)), '..', '..', '..', 'native', 'build', 'Release', 'unime_native.node');
+}
+
+/** What the native addon (native/) exports for the device layer. */
+export interface NativeAddon {
+  /** Whether the addon can run `device` on this machine, and why not (no GPU, no cuBLASLt ...). */
+  probe?(device: DeviceName): Availability;
+  /** Register the device's tfjs backend (named after the device) and its kernels. */
+  register?(device: DeviceName, tfjs: typeof tf): void;
+}
+
+let addonCache: { addon: NativeAddon | null; reason?: string } | null = null;
+
+export function loadNativeAddon(): { addon: NativeAddon | null; reason?: string } {
+  if (addonCache) return addonCache;
+  const p = nativeAddonPath();
+  if (!existsSync(p)) {
+    addonCache = { addon: null, reason: `addon not built (${path.relative(process.cwd(), p) || p} missing)` };
+  } else {
+    try {
+      addonCache = { addon: createRequire(import.meta.url)(p) as NativeAddon };
+    } catch (e) {
+      addonCache = { addon: null, reason: `addon failed to load: ${(e as Error).message.split('\n')[0]}` };
+    }
+  }
+  return addonCache;
+}
+
+function addonProvider(name: 'native' | 'cuda', description: string, precisions: readonly Precision[], priority: number): DeviceProvider {
+  return {
+    name,
+    description,
+    precisions,
+    priority,
+    probe() {
+      const { addon, reason } = loadNativeAddon();
+      if (!addon) return { available: false, reason: reason ?? 'addon not loaded' };
+      if (typeof addon.probe !== 'function' || typeof addon.register !== 'function') {
+        return { available: false, reason: 'the addon does not export probe() and register()' };
+      }
+      return addon.probe(name);
+    },
+    async activate() {
+      const { addon } = loadNativeAddon();
+      if (!addon?.register) throw new UnimeError(`the native addon does not provide device "${name}"`, { fix: 'rebuild the addon, or use --device cpu' });
+      if (!tf.findBackend(name)) addon.register(name, tf);
+      await tf.setBackend(name);
+      await tf.ready();
+    },
+  };
+}
+
+registerDevice(addonProvider('native', 'C++ kernels (BLAS, threads) on the cpu backend layout', ['fp32'], 10));
+registerDevice(addonProvider('cuda', 'CUDA kernels and cuBLASLt on an NVIDIA GPU', ['fp32', 'tf32', 'bf16'], 20));

@@ -1,0 +1,55 @@
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { runCli } from './run-cli.js';
+
+test('unime --help lists every command', async () => {
+  const r = await runCli(['--help']);
+  assert.equal(r.code, 0, r.stderr);
+  for (const c of ['train', 'eval', 'embed', 'push', 'recipes', 'inspect', 'devices']) {
+    assert.match(r.stdout, new RegExp(`unime ${c}`), `--help lacks ${c}`);
+  }
+});
+
+test('unime --version prints the package version', async () => {
+  const r = await runCli(['--version']);
+  assert.equal(r.code, 0);
+  assert.match(r.stdout.trim(), /^\d+\.\d+\.\d+/);
+});
+
+test('no command or an unknown command is a usage error (exit 2)', async () => {
+  const none = await runCli([]);
+  assert.equal(none.code, 2);
+  assert.match(none.stderr, /name a command/);
+  const bad = await runCli(['trian']);
+  assert.equal(bad.code, 2);
+  assert.match(bad.stderr, /Did you mean train/i);
+});
+
+test('commands whose engine is not in this build say so and exit 3', async () => {
+  const cases: [string[], RegExp][] = [
+    [['eval', 'mmeb', '--model', 'x'], /evaluation engine/],
+    [['embed', '--model', 'x', '--text', 'hello'], /model zoo/],
+    [['push', 'ckpt', 'me/repo'], /Hub client/],
+  ];
+  for (const [args, what] of cases) {
+    const r = await runCli(args);
+    assert.equal(r.code, 3, `${args.join(' ')}: ${r.stderr}`);
+    assert.match(r.stderr, /not available in this build/);
+    assert.match(r.stderr, what);
+    assert.equal(r.stdout, '');
+  }
+});
+
+test('eval rejects an unknown suite with the choices named', async () => {
+  const r = await runCli(['eval', 'mmbe', '--model', 'x']);
+  assert.equal(r.code, 2);
+  assert.match(r.stderr, /Choices: "mmeb"/);
+});
+
+test('unime devices reports cpu available and why native is not', async () => {
+  const r = await runCli(['devices', '--json']);
+  assert.equal(r.code, 0, r.stderr);
+  const list = JSON.parse(r.stdout) as { name: string; availability: { available: boolean; reason?: string } }[];
+  assert.equal(list.find((d) => d.name === 'cpu')?.availability.available, true);
+  for (const d of list.filter((x) => !x.availability.available)) assert.ok(d.availability.reason, `${d.name} has no reason`);
+});

@@ -1,0 +1,135 @@
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { promises as fsp } from 'node:fs';
+import * as path from 'node:path';
+import { runCli } from './run-cli.js';
+import { fixture, tempDir } from '../helpers.js';
+import { writeShardedSafetensors } from '../../src/io/checkpoint.js';
+
+test('recipes list and validate cover every bundled recipe', async () => {
+  const list = await runCli(['recipes', 'list', '--json']);
+  assert.equal(list.code, 0, list.stderr);
+  const recipes = JSON.parse(list.stdout) as { file: string; ok: boolean; stages: { kind: string }[] }[];
+  assert.ok(recipes.some((r) => r.file.endsWith('quickstart.yaml')));
+  assert.ok(recipes.length >= 7);
+  for (const r of recipes) assert.ok(r.ok, `${r.file} invalid`);
+  const v = await runCli(['recipes', 'validate']);
+  assert.equal(v.code, 0, v.stderr);
+  assert.equal(v.stdout.trim().split('\n').filter((l) => l.startsWith('ok ')).length, recipes.length);
+});
+
+test('recipes validate names file, line and field of a bad recipe and exits 2', async () => {
+  const { dir, cleanup } = await tempDir();
+  try {
+    const bad = path.join(dir, 'bad.yaml');
+    await fsp.writeFile(bad, 'name: bad\nstages:\n  - name: s1\n    kind: unime-distill\n    train:\n      lr: fast\n');
+    const r = await runCli(['recipes', 'validate', bad]);
+    assert.equal(r.code, 2);
+    assert.match(r.stdout, /INVALID/);
+    assert.match(r.stderr, /bad\.yaml:6:\d+/);
+    assert.match(r.stderr, /stages\[0\]\.train\.lr/);
+    assert.match(r.stderr, /expected a number/);
+  } finally {
+    await cleanup();
+  }
+});
+
+test('recipes show prints the resolved recipe with overrides applied', async () => {
+  const r = await runCli(['recipes', 'show', 'recipes/quickstart.yaml', 'seed=123', '--json']);
+  assert.equal(r.code, 0, r.stderr);
+  const recipe = JSON.parse(r.stdout) as { seed: number; output_dir: string; stages: { output_dir: string }[] };
+  assert.equal(recipe.seed, 123);
+  assert.ok(!recipe.output_dir.includes('${'));
+  for (const s of recipe.stages) assert.ok(s.output_dir.startsWith(recipe.output_dir));
+});
+
+test('train --dry-run prints the plan and writes nothing', async () => {
+  const { dir, cleanup } = await tempDir();
+  try {
+    const r = await runCli(['train', 'recipes/quickstart.yaml', `output_dir=${dir}/run`, '--dry-run']);
+    assert.equal(r.code, 0, r.stderr);
+    assert.match(r.stdout, /recipe quickstart/);
+    assert.match(r.stdout, /1\. teacher/);
+    await assert.rejects(fsp.stat(path.join(dir, 'run')));
+  } finally {
+    await cleanup();
+  }
+});
+
+test('train stops with exit 3 at a stage whose engine is missing, writing nothing for it', async () => {
+  const { dir, cleanup } = await tempDir();
+  try {
+    const r = await runCli(['train', 'recipes/quickstart.yaml', `output_dir=${dir}/run`, '--device', 'cpu']);
+    assert.equal(r.code, 3, r.stderr);
+    assert.match(r.stderr, /teacher-embed engine is not in this build/);
+    await assert.rejects(fsp.stat(path.join(dir, 'run', 'teacher', 'stage.json')));
+  } finally {
+    await cleanup();
+  }
+});
+
+test('train with a bad override is a usage error naming the override', async () => {
+  const r = await runCli(['train', 'recipes/quickstart.yaml', 'stages.distill.train.lr=abc', '--dry-run']);
+  assert.equal(r.code, 2);
+  assert.match(r.stderr, /stages\.distill\.train\.lr=abc/);
+  const missing = await runCli(['train', 'recipes/nope.yaml']);
+  assert.equal(missing.code, 2);
+  assert.match(missing.stderr, /nope\.yaml/);
+});
+
+test('inspect shows a sharded fixture checkpoint', async () => {
+  const r = await runCli(['inspect', fixture('safetensors', 'sharded')]);
+  assert.equal(r.code, 0, r.stderr);
+  assert.match(r.stdout, /\(2 shards\)/);
+  assert.match(r.stdout, /parameters\s+43 \(43\) in 5 tensors/);
+  assert.match(r.stdout, /model\.layers\.0\.mlp\.weight\s+F32\s+\[2, 4\]\s+8/);
+  assert.match(r.stdout, /model\.layers\.\*\s+2\s+16/);
+});
+
+test('inspect --json reports architecture from config.json, counts and dtypes', async () => {
+  const { dir, cleanup } = await tempDir();
+  try {
+    await writeShardedSafetensors(dir, {
+      'language_model.model.layers.0.self_attn.q_proj.weight': { dtype: 'BF16', shape: [8, 8], data: new Uint16Array(64) },
+      'language_model.model.layers.1.self_attn.q_proj.weight': { dtype: 'BF16', shape: [8, 8], data: new Uint16Array(64) },
+      'vision_tower.embeddings.patch.weight': { dtype: 'F32', shape: [4, 3], data: new Float32Array(12) },
+    }, { maxShardBytes: 150 });
+    await fsp.writeFile(path.join(dir, 'config.json'), JSON.stringify({
+      model_type: 'llava', architectures: ['LlavaForConditionalGeneration'],
+      text_config: { model_type: 'llama', hidden_size: 8 }, vision_config: { model_type: 'clip_vision_model' },
+    }));
+    const r = await runCli(['inspect', dir, '--json']);
+    assert.equal(r.code, 0, r.stderr);
+    const rep = JSON.parse(r.stdout) as { parameters: number; files: string[]; architecture: { modelType: string; textModelType: string; visionModelType: string }; dtypes: Record<string, { tensors: number }>; modules: { name: string; params: number }[] };
+    assert.equal(rep.parameters, 140);
+    assert.ok(rep.files.length >= 2);
+    assert.equal(rep.architecture.modelType, 'llava');
+    assert.equal(rep.architecture.textModelType, 'llama');
+    assert.equal(rep.architecture.visionModelType, 'clip_vision_model');
+    assert.equal(rep.dtypes.BF16?.tensors, 2);
+    assert.equal(rep.modules.find((m) => m.name === 'language_model.model.layers.*')?.params, 128);
+    const text = await runCli(['inspect', dir, '--no-tensors']);
+    assert.match(text.stdout, /LlavaForConditionalGeneration \(model_type llava; text llama; vision clip_vision_model\)/);
+    assert.doesNotMatch(text.stdout, /q_proj\.weight/);
+  } finally {
+    await cleanup();
+  }
+});
+
+test('inspect of a missing or corrupt file is a clear error, exit 2', async () => {
+  const { dir, cleanup } = await tempDir();
+  try {
+    const missing = await runCli(['inspect', path.join(dir, 'none.safetensors')]);
+    assert.equal(missing.code, 2);
+    assert.match(missing.stderr, /none\.safetensors/);
+    const corrupt = path.join(dir, 'bad.safetensors');
+    const good = await fsp.readFile(fixture('safetensors', 'plain.safetensors'));
+    await fsp.writeFile(corrupt, good.subarray(0, good.length - 3));
+    const r = await runCli(['inspect', corrupt]);
+    assert.equal(r.code, 2, r.stderr);
+    assert.match(r.stderr, /bad\.safetensors/);
+    assert.doesNotMatch(r.stderr, /internal error/);
+  } finally {
+    await cleanup();
+  }
+});
