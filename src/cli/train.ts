@@ -15,7 +15,7 @@ export function builder(y: Argv) {
     .option('device', { type: 'string', choices: ['auto', 'cpu', 'native', 'cuda'], describe: "override the recipe's device" })
     .option('seed', { type: 'number', describe: "override the recipe's seed" })
     .example('$0 train recipes/quickstart.yaml', 'the bundled end-to-end example')
-    .example('$0 train recipes/unime-phi35v-stage2.yaml stages.0.train.steps=10 --dry-run', 'check an override');
+    .example('$0 train recipes/unime-phi35v-stage2.yaml stages.0.train.max_steps=10 --dry-run', 'check an override');
 }
 
 interface Args {
@@ -35,11 +35,13 @@ const handle = handler(async (args: Args) => {
   if (args.seed !== undefined) overrides.push(`seed=${args.seed}`);
   const loaded = await loadRecipe(args.recipe, overrides);
   const opts = { only: args.only, from: args.from, force: args.force };
-  process.stdout.write(formatPlan(loaded, await planRecipe(loaded, opts)) + '\n');
-  if (args.dryRun) return;
+  if (args.dryRun) {
+    process.stdout.write(formatPlan(loaded, await planRecipe(loaded, opts)) + '\n');
+    return;
+  }
   const { initRuntime } = await import('../runtime/index.js');
   const { recipe } = loaded;
   await initRuntime({ device: recipe.device, precision: recipe.precision, seed: recipe.seed });
-  await runRecipe(loaded, opts);
+  await runRecipe(loaded, { ...opts, showPlan: true });
 });
 export { handle as handler };

@@ -155,12 +155,12 @@ export function interpolate(tree: Record<string, unknown>, opts: InterpolateOpti
   };
 
   /** Resolve everything under `path`. */
-  const resolveDeep = (path: PathSeg[], depth = 0): void => {
+  const resolveDeep = (path: PathSeg[]): void => {
     resolveNode(path);
     if (isDone(path)) return;
     const v = getAt(tree, path);
-    if (Array.isArray(v)) v.forEach((_, i) => resolveDeep([...path, i], depth + 1));
-    else if (isPlainObject(v)) for (const k of Object.keys(v)) resolveDeep([...path, k], depth + 1);
+    if (Array.isArray(v)) v.forEach((_, i) => resolveDeep([...path, i]));
+    else if (isPlainObject(v)) for (const k of Object.keys(v)) resolveDeep([...path, k]);
     done.add(pathKey(path));
   };
 

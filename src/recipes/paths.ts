@@ -65,7 +65,8 @@ export function parsePathExpr(text: string): PathToken[] | string {
 /** Edit distance with transpositions counted as one edit. */
 export function editDistance(a: string, b: string): number {
   if (a === b) return 0;
-  if (Math.abs(a.length - b.length) > 8) return Math.max(a.length, b.length);
+  // Typos of long strings are not worth a quadratic comparison (and names are short).
+  if (Math.abs(a.length - b.length) > 8 || a.length > 64 || b.length > 64) return Math.max(a.length, b.length);
   const rows = a.length + 1;
   const cols = b.length + 1;
   const d: number[][] = Array.from({ length: rows }, () => new Array<number>(cols).fill(0));

@@ -33,6 +33,8 @@ export interface RunOptions {
   log?: Pick<Logger, 'info' | 'warn'> & Partial<Logger>;
   /** Relative output dirs are resolved against this; default process.cwd(). */
   cwd?: string;
+  /** Log the plan before running (a dry run always does). */
+  showPlan?: boolean;
 }
 
 export type StageAction = 'run' | 'skip-completed' | 'not-selected';
@@ -280,8 +282,8 @@ export async function runRecipe(loaded: LoadedRecipe, opts: RunOptions = {}): Pr
   const recipeOut = path.resolve(cwd, loaded.recipe.output_dir);
   const report: RunReport = { recipe: loaded.recipe.name, file: loaded.file, outputDir: recipeOut, dryRun: !!opts.dryRun, stages: [] };
 
+  if (opts.dryRun || opts.showPlan) log.info(formatPlan(loaded, plan, cwd));
   if (opts.dryRun) {
-    log.info(formatPlan(loaded, plan, cwd));
     report.stages = plan.map((s) => ({ ...s, status: 'planned' as const }));
     return report;
   }

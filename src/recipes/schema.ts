@@ -13,7 +13,8 @@ export const PRECISIONS = ['fp32', 'tf32', 'bf16'] as const;
 export type Device = (typeof DEVICES)[number];
 export type Precision = (typeof PRECISIONS)[number];
 
-export const RECIPE_NAME = /^[a-z0-9._-]+$/;
+/** Lowercase letters, digits, '.', '_', '-'; starting with a letter or digit (so never `.` or `..`). */
+export const RECIPE_NAME = /^[a-z0-9][a-z0-9._-]*$/;
 /** Stage names are path segments in overrides and `${stages.<name>...}`: no dots, not all digits. */
 export const STAGE_NAME = /^[a-z][a-z0-9_-]*$/;
 
@@ -178,7 +179,7 @@ export const imageTextDataSchema = z.strictObject({
 
 /** Top-level fields. `stages` are validated one by one against their kind's schema. */
 export const recipeHeaderSchema = z.strictObject({
-  name: z.string().regex(RECIPE_NAME, { error: 'expected a name of lowercase letters, digits, ".", "_" and "-"' }),
+  name: z.string().regex(RECIPE_NAME, { error: 'expected a name of lowercase letters, digits, ".", "_" and "-", starting with a letter or digit' }),
   description: z.string().default(''),
   seed: z.int().default(0),
   device: z.enum(DEVICES).default('auto'),

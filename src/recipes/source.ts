@@ -159,7 +159,9 @@ export function parseRecipeYaml(text: string, file: string): ParsedYaml {
   // logLevel 'error': the library's warnings would go to process.emitWarning; we report problems ourselves.
   const doc = parseDocument(text, { lineCounter: lc, prettyErrors: false, uniqueKeys: true, merge: true, strict: true, logLevel: 'error' });
   if (doc.errors.length > 0) {
-    const problems: RecipeProblem[] = doc.errors.map((e) => {
+    // A syntax error cascades into many follow-on errors: the first few are what helps.
+    const shown = doc.errors.slice(0, 3);
+    const problems: RecipeProblem[] = shown.map((e) => {
       const p = lc.linePos(e.pos[0]);
       let problem = `invalid YAML: ${e.message.split('\n')[0]}`;
       if (e.code === 'DUPLICATE_KEY') {
@@ -173,11 +175,14 @@ export function parseRecipeYaml(text: string, file: string): ParsedYaml {
       }
       return { problem, line: p.line, column: p.col };
     });
-    // A syntax error cascades into many follow-on errors: the first few are what helps.
-    const flowTemplate = doc.errors.some((e) => /[[{][^\n]*\$\{/.test(lineAt(text, e.pos[0])));
+    const flowTemplate = shown.some((e) => {
+      const line = lineAt(text, e.pos[0]);
+      const flow = line.search(/[[{]/);
+      return flow >= 0 && line.indexOf('${', flow) >= 0;
+    });
     throw RecipeError.fromProblems(
       file,
-      problems.slice(0, 3),
+      problems,
       flowTemplate ? 'inside [...] or {...}, quote values that contain ${...}: {root: "${vars.data}"}' : undefined,
     );
   }

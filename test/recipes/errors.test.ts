@@ -69,6 +69,7 @@ test('type, range and enum errors say what was expected', () => {
     [['stages.0.batch_size=0'], /stages\[0\]\.batch_size: .*expected a number >= 1, found the number 0/],
     [['stages.0.model=42'], /stages\[0\]\.model: .*expected a Hub id or checkpoint directory, or a mapping \{path, revision\}, found the number 42/],
     [['stages.0.data=[]'], /stages\[0\]\.data: .*expected a mapping, found an empty list/],
+    [['name=..'], /name: .*expected a name of lowercase letters, digits, "\.", "_" and "-", starting with a letter or digit, found the string "\.\."/],
     [['stages.0.name=Stage One'], /stages\[0\]\.name: .*expected a stage name of lowercase letters/],
     [['stages.0=5'], /stages\[0\]: .*expected a stage \(a mapping with name: and kind:\), found the number 5/],
     [['stages=5'], /stages: .*expected a list, found the number 5/],

@@ -1,0 +1,10 @@
+/**
+ * unime as a library: the same pieces the CLI is built from.
+ */
+export { UnimeError, NotImplementedYetError } from './errors.js';
+export * as runtime from './runtime/index.js';
+export * as recipes from './recipes/index.js';
+export { SafetensorsFile, SafetensorsError, writeSafetensors, parseHeader } from './io/safetensors.js';
+export { openCheckpoint, writeShardedSafetensors, CheckpointError, type Checkpoint } from './io/checkpoint.js';
+export { readHfConfig, parseHfConfig, describeConfig, HfConfigError, type HfConfig } from './io/hf-config.js';
+export { writeFileAtomic, writeBytesAtomic, writeJsonAtomic } from './io/atomic.js';
