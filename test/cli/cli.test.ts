@@ -29,7 +29,6 @@ test('commands whose engine is not in this build say so and exit 3', async () =>
   const cases: [string[], RegExp][] = [
     [['eval', 'mmeb', '--model', 'x'], /evaluation engine/],
     [['embed', '--model', 'x', '--text', 'hello'], /model zoo/],
-    [['push', 'ckpt', 'me/repo'], /Hub client/],
   ];
   for (const [args, what] of cases) {
     const r = await runCli(args);
