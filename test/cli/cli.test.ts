@@ -27,7 +27,7 @@ test('no command or an unknown command is a usage error (exit 2)', async () => {
 
 test('commands whose engine is not in this build say so and exit 3', async () => {
   const cases: [string[], RegExp][] = [
-    [['eval', 'mmeb', '--model', 'x'], /evaluation engine/],
+    [['eval', 'mmeb', '--model', 'x'], /model zoo/],
     [['embed', '--model', 'x', '--text', 'hello'], /model zoo/],
   ];
   for (const [args, what] of cases) {
@@ -39,10 +39,13 @@ test('commands whose engine is not in this build say so and exit 3', async () =>
   }
 });
 
-test('eval rejects an unknown suite with the choices named', async () => {
-  const r = await runCli(['eval', 'mmbe', '--model', 'x']);
-  assert.equal(r.code, 2);
-  assert.match(r.stderr, /Choices: "mmeb"/);
+test('eval without or with an unknown subcommand is a usage error', async () => {
+  const none = await runCli(['eval']);
+  assert.equal(none.code, 2);
+  assert.match(none.stderr, /mmeb, retrieval, sugarcrepe, zeroshot, summarize or compare/);
+  const typo = await runCli(['eval', 'mmbe', '--model', 'x']);
+  assert.equal(typo.code, 2);
+  assert.match(typo.stderr, /Did you mean mmeb/i);
 });
 
 test('unime devices reports cpu available and why native is not', async () => {

@@ -133,3 +133,46 @@ test('inspect of a missing or corrupt file is a clear error, exit 2', async () =
     await cleanup();
   }
 });
+
+test('eval summarize reproduces the published MMEB aggregates of a VLM2Vec report', async () => {
+  const { dir, cleanup } = await tempDir();
+  try {
+    const r = await runCli(['eval', 'summarize', fixture('eval', 'mmeb-report-vlm2vec-v2-qwen2vl-2b.json'), '--out', dir]);
+    assert.equal(r.code, 0, r.stderr);
+    assert.match(r.stdout, /Overall \(mean of 36 datasets, MMEB standard\) \| 64\.92/);
+    assert.match(r.stdout, /IND \(20 datasets\) \| 68\.82/);
+    assert.match(r.stdout, /OOD \(16 datasets\) \| 60\.05/);
+    assert.match(r.stdout, /Four-category mean .* \| 66\.52/);
+    const html = await fsp.readFile(path.join(dir, 'mmeb-report.html'), 'utf8');
+    assert.match(html, /<svg/);
+    assert.match(html, /64\.92/);
+  } finally {
+    await cleanup();
+  }
+});
+
+test('eval compare shows results side by side with deltas, and names a bad file', async () => {
+  const { dir, cleanup } = await tempDir();
+  try {
+    const report = JSON.parse(await fsp.readFile(fixture('eval', 'mmeb-report-vlm2vec-v2-qwen2vl-2b.json'), 'utf8')) as { metrics: { image: Record<string, Record<string, number>> } };
+    // A "worse" copy: every hit@1 lowered by 0.1 (10 points).
+    for (const m of Object.values(report.metrics.image)) if (typeof m['hit@1'] === 'number') m['hit@1'] = Math.max(0, m['hit@1'] - 0.1);
+    const worse = path.join(dir, 'worse.json');
+    await fsp.writeFile(worse, JSON.stringify(report));
+    const r = await runCli(['eval', 'compare', worse, fixture('eval', 'mmeb-report-vlm2vec-v2-qwen2vl-2b.json'), '--labels', 'base', 'trained']);
+    assert.equal(r.code, 0, r.stderr);
+    assert.match(r.stdout, /base/);
+    assert.match(r.stdout, /trained/);
+    assert.match(r.stdout, /\+10\.00/);
+    const bad = path.join(dir, 'bad.json');
+    await fsp.writeFile(bad, '{"metrics": {"image": {"ImageNet-1K": {"hit@1": "high"}}}}');
+    const e = await runCli(['eval', 'compare', bad]);
+    assert.equal(e.code, 2);
+    assert.match(e.stderr, /bad\.json/);
+    const mismatch = await runCli(['eval', 'compare', worse, worse, '--labels', 'one']);
+    assert.equal(mismatch.code, 2);
+    assert.match(mismatch.stderr, /1 labels for 2 results/);
+  } finally {
+    await cleanup();
+  }
+});
