@@ -14,6 +14,7 @@ import * as train from './train.js';
 import * as evalCmd from './eval.js';
 import * as embed from './embed.js';
 import * as push from './push.js';
+import * as pull from './pull.js';
 import * as recipes from './recipes.js';
 import * as inspect from './inspect.js';
 import * as devices from './devices.js';
@@ -33,10 +34,11 @@ export async function main(argv: string[]): Promise<void> {
     .command(evalCmd)
     .command(embed)
     .command(push)
+    .command(pull)
     .command(recipes)
     .command(inspect)
     .command(devices)
-    .demandCommand(1, 'name a command: train, eval, embed, push, recipes, inspect or devices')
+    .demandCommand(1, 'name a command: train, eval, embed, pull, push, recipes, inspect or devices')
     .recommendCommands()
     .strict()
     .version(pkg.version)

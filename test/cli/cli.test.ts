@@ -5,7 +5,7 @@ import { runCli } from './run-cli.js';
 test('unime --help lists every command', async () => {
   const r = await runCli(['--help']);
   assert.equal(r.code, 0, r.stderr);
-  for (const c of ['train', 'eval', 'embed', 'push', 'recipes', 'inspect', 'devices']) {
+  for (const c of ['train', 'eval', 'embed', 'pull', 'push', 'recipes', 'inspect', 'devices']) {
     assert.match(r.stdout, new RegExp(`unime ${c}`), `--help lacks ${c}`);
   }
 });
