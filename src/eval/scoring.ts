@@ -395,22 +395,9 @@ export function dedupeItems<T extends EmbedItem>(items: readonly T[]): { unique:
 
 /** Unique candidates over all rows, and each row's candidates as indices into them (order kept). */
 export function dedupeCandidateRows<T extends EmbedItem>(rows: readonly (readonly T[])[]): { unique: T[]; rows: Int32Array[] } {
-  const seen = new Map<string, number>();
-  const unique: T[] = [];
-  const out = rows.map((row) => {
-    const idx = new Int32Array(row.length);
-    row.forEach((item, j) => {
-      const key = itemKey(item);
-      let u = seen.get(key);
-      if (u === undefined) {
-        u = unique.length;
-        seen.set(key, u);
-        unique.push(item);
-      }
-      idx[j] = u;
-    });
-    return idx;
-  });
+  const { unique, indexOf } = dedupeItems(rows.flat() as T[]);
+  let offset = 0;
+  const out = rows.map((row) => indexOf.slice(offset, (offset += row.length)));
   return { unique, rows: out };
 }
 
