@@ -6,7 +6,7 @@
  */
 import type { z } from 'zod';
 import type { Logger } from '../runtime/log.js';
-import type { Recipe, StageConfig } from './schema.js';
+import type { ModelRef, Recipe, StageConfig } from './schema.js';
 
 /** What a runner gets: the validated stage, where to write, and where its inputs are. */
 export interface StageContext<S = StageConfig> {
@@ -27,6 +27,12 @@ export interface StageContext<S = StageConfig> {
   /** The recipe file, as the user named it. */
   recipeFile: string;
   log: Logger;
+  /**
+   * A model reference from the stage as a local directory: a directory passes through (relative to
+   * the run's working directory); a Hub id is downloaded into the Hugging Face cache, or taken from
+   * it, at the ref's revision. Engines call this for every model they load.
+   */
+  resolveModel(ref: ModelRef | string): Promise<string>;
 }
 
 /** JSON-serialisable summary a runner may return; it is stored in the stage's `stage.json`. */

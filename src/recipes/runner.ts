@@ -12,6 +12,7 @@ import { writeBytesAtomic, writeJsonAtomic } from '../io/atomic.js';
 import { log as defaultLog, type Logger } from '../runtime/log.js';
 import { RecipeError } from './errors.js';
 import { recipeToYaml, type LoadedRecipe } from './load.js';
+import { resolveModelPath, type ResolveModelOptions } from '../hub/download.js';
 import { suggestion } from './paths.js';
 import { getStageKind, type StageContext, type StageResult } from './registry.js';
 import type { StageConfig } from './schema.js';
@@ -35,6 +36,8 @@ export interface RunOptions {
   cwd?: string;
   /** Log the plan before running (a dry run always does). */
   showPlan?: boolean;
+  /** Options for Hub downloads of model references (endpoint, cache dir, offline ...). */
+  hub?: Omit<ResolveModelOptions, 'cwd' | 'revision'>;
 }
 
 export type StageAction = 'run' | 'skip-completed' | 'not-selected';
@@ -343,6 +346,10 @@ export async function runRecipe(loaded: LoadedRecipe, opts: RunOptions = {}): Pr
       stageOutputs,
       recipeFile: loaded.file,
       log,
+      resolveModel: (ref) => {
+        const r = typeof ref === 'string' ? { path: ref, revision: 'main' } : ref;
+        return resolveModelPath(r.path, { ...opts.hub, revision: r.revision, cwd });
+      },
     };
     const result = (await run(ctx)) ?? {};
     const finished = new Date();
