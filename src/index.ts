@@ -8,3 +8,4 @@ export { SafetensorsFile, SafetensorsError, writeSafetensors, parseHeader } from
 export { openCheckpoint, writeShardedSafetensors, CheckpointError, type Checkpoint } from './io/checkpoint.js';
 export { readHfConfig, parseHfConfig, describeConfig, HfConfigError, type HfConfig } from './io/hf-config.js';
 export { writeFileAtomic, writeBytesAtomic, writeJsonAtomic } from './io/atomic.js';
+export * as models from './models/index.js';

@@ -1,0 +1,4 @@
+export * from './text/index.js';
+export * from './pooling.js';
+export * from './mask.js';
+export * from './registry.js';
