@@ -9,3 +9,4 @@ export { openCheckpoint, writeShardedSafetensors, CheckpointError, type Checkpoi
 export { readHfConfig, parseHfConfig, describeConfig, HfConfigError, type HfConfig } from './io/hf-config.js';
 export { writeFileAtomic, writeBytesAtomic, writeJsonAtomic } from './io/atomic.js';
 export * as models from './models/index.js';
+export * as tokenizers from './tokenizers/index.js';
