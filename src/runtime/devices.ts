@@ -11,6 +11,8 @@ import { fileURLToPath } from 'node:url';
 import { tf } from './tf.js';
 import { log } from './log.js';
 import { UnimeError } from '../errors.js';
+import { missingNativeExports, type NativeInfo, type NativeKernels } from './native/addon.js';
+import { NATIVE_BACKEND, registerNativeBackend } from './native/backend.js';
 
 export const DEVICE_NAMES = ['cpu', 'native', 'cuda'] as const;
 export type DeviceName = (typeof DEVICE_NAMES)[number];
@@ -161,7 +163,8 @@ export function loadNativeAddon(): { addon: NativeAddon | null; reason?: string 
   return addonCache;
 }
 
-function addonProvider(name: 'native' | 'cuda', description: string, precisions: readonly Precision[], priority: number): DeviceProvider {
+/** The cuda provider: a GPU backend the addon registers itself through `register(device, tf)`. */
+function addonProvider(name: 'cuda', description: string, precisions: readonly Precision[], priority: number): DeviceProvider {
   return {
     name,
     description,
@@ -170,10 +173,10 @@ function addonProvider(name: 'native' | 'cuda', description: string, precisions:
     probe() {
       const { addon, reason } = loadNativeAddon();
       if (!addon) return { available: false, reason: reason ?? 'addon not loaded' };
-      if (typeof addon.probe !== 'function' || typeof addon.register !== 'function') {
-        return { available: false, reason: 'the addon does not export probe() and register()' };
-      }
-      return addon.probe(name);
+      if (typeof addon.probe !== 'function') return { available: false, reason: 'the addon does not export probe()' };
+      const a = addon.probe(name);
+      if (a.available && typeof addon.register !== 'function') return { available: false, reason: 'the addon does not export register()' };
+      return a;
     },
     async activate() {
       const { addon } = loadNativeAddon();
@@ -185,5 +188,41 @@ function addonProvider(name: 'native' | 'cuda', description: string, precisions:
   };
 }
 
-registerDevice(addonProvider('native', 'C++ kernels (BLAS, threads) on the cpu backend layout', ['fp32'], 10));
+/** The native provider: the addon's CPU kernels, registered as a tfjs backend by src/runtime/native/. */
+function nativeProvider(): DeviceProvider {
+  const kernels = (): { kernels: NativeKernels | null; reason?: string } => {
+    const { addon, reason } = loadNativeAddon();
+    if (!addon) return { kernels: null, reason: reason ?? 'addon not loaded' };
+    const missing = missingNativeExports(addon);
+    if (missing.length > 0) return { kernels: null, reason: `the addon lacks ${missing.join(', ')}; rebuild it (node tools/build-native.mjs)` };
+    return { kernels: addon as unknown as NativeKernels };
+  };
+  return {
+    name: 'native',
+    description: 'C++ kernels (BLAS, threads) on the cpu backend layout',
+    precisions: ['fp32'],
+    priority: 10,
+    probe() {
+      const { kernels: k, reason } = kernels();
+      if (!k) return { available: false, reason: reason ?? 'addon not loaded' };
+      return k.probe('native');
+    },
+    async activate() {
+      const { kernels: k, reason } = kernels();
+      if (!k) throw new UnimeError(`device "native" is not available: ${reason}`, { fix: 'rebuild the addon (node tools/build-native.mjs), or use --device cpu' });
+      registerNativeBackend(k);
+      await tf.setBackend(NATIVE_BACKEND);
+      await tf.ready();
+    },
+  };
+}
+
+/** What the addon reports about itself (GEMM in use, threads), or null when it is not loaded. */
+export function nativeInfo(): NativeInfo | null {
+  const { addon } = loadNativeAddon();
+  if (!addon || missingNativeExports(addon).length > 0) return null;
+  return (addon as unknown as NativeKernels).info();
+}
+
+registerDevice(nativeProvider());
 registerDevice(addonProvider('cuda', 'CUDA kernels and cuBLASLt on an NVIDIA GPU', ['fp32', 'tf32', 'bf16'], 20));
