@@ -48,7 +48,7 @@ test('eval without or with an unknown subcommand is a usage error', async () => 
   assert.match(typo.stderr, /Did you mean mmeb/i);
 });
 
-test('unime devices reports cpu available and why native is not', async () => {
+test('unime devices reports cpu available and a reason for every unavailable device', async () => {
   const r = await runCli(['devices', '--json']);
   assert.equal(r.code, 0, r.stderr);
   const list = JSON.parse(r.stdout) as { name: string; availability: { available: boolean; reason?: string } }[];
