@@ -4,7 +4,7 @@ import * as path from 'node:path';
 import { handler, formatTable, formatCount } from './common.js';
 import { openCheckpoint } from '../io/checkpoint.js';
 import { readHfConfig, describeConfig } from '../io/hf-config.js';
-import { formatBytes } from '../runtime/memory.js';
+import { formatBytes } from '../util/format.js';
 import { UnimeError } from '../errors.js';
 
 export const command = 'inspect <checkpoint>';

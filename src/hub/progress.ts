@@ -5,6 +5,7 @@
  * above) silences it.
  */
 import { getLogLevel, log } from '../runtime/log.js';
+import { formatBytes as formatBytesIn } from '../util/format.js';
 
 export interface Progress {
   /** `n` more units done. */
@@ -29,15 +30,9 @@ export interface ProgressOptions {
   enabled?: boolean;
 }
 
+/** Byte counts in decimal units (kB, MB), as the Hub shows them. */
 export function formatBytes(n: number): string {
-  const units = ['B', 'kB', 'MB', 'GB', 'TB'];
-  let v = n;
-  let i = 0;
-  while (v >= 1000 && i < units.length - 1) {
-    v /= 1000;
-    i++;
-  }
-  return i === 0 ? `${n} B` : `${v.toFixed(v >= 100 ? 0 : v >= 10 ? 1 : 2)} ${units[i]}`;
+  return formatBytesIn(n, 'decimal');
 }
 
 function formatDuration(s: number): string {
