@@ -1,13 +1,14 @@
 import type { Argv } from 'yargs';
 import { handler, formatTable } from './common.js';
-import { listDevices } from '../runtime/devices.js';
 
 export const command = 'devices';
 export const describe = 'Which compute devices can run here, and why not';
 export function builder(y: Argv) {
   return y.option('json', { type: 'boolean', default: false, describe: 'print JSON' });
 }
-const handle = handler((args: { json: boolean }) => {
+const handle = handler(async (args: { json: boolean }) => {
+  // Loaded here, not at the top: it starts tfjs, which the other commands' startup need not pay for.
+  const { listDevices } = await import('../runtime/devices.js');
   const devices = listDevices();
   if (args.json) {
     process.stdout.write(JSON.stringify(devices, null, 2) + '\n');
