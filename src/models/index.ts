@@ -2,3 +2,4 @@ export * from './text/index.js';
 export * from './pooling.js';
 export * from './mask.js';
 export * from './registry.js';
+export * from './peft/index.js';

@@ -10,8 +10,16 @@ import { applyRope } from './rope.js';
 /** Weight lookup by the key relative to the decoder prefix (e.g. 'layers.0.self_attn.q_proj.weight'). */
 export type WeightGetter = (name: string) => tf.Variable;
 
-/** y = x W^T (+ b), with W stored [out, in] as in PyTorch. x is [..., in]. */
+/** An extra term added to a Linear's output (a LoRA branch); x2d is [n, in], the result [n, out]. */
+export interface LinearDelta {
+  forward(x2d: Tensor): Tensor;
+}
+
+/** y = x W^T (+ b) (+ delta(x)), with W stored [out, in] as in PyTorch. x is [..., in]. */
 export class Linear {
+  /** Set by src/models/peft when an adapter is attached; null for a plain layer. */
+  delta: LinearDelta | null = null;
+
   constructor(
     readonly weight: tf.Variable,
     readonly bias: tf.Variable | null,
@@ -25,8 +33,10 @@ export class Linear {
     return tf.tidy(() => {
       const inDim = x.shape[x.shape.length - 1]!;
       const lead = x.shape.slice(0, -1);
-      let y = tf.matMul(tf.reshape(x, [-1, inDim]), this.weight, false, true);
+      const x2d = tf.reshape(x, [-1, inDim]);
+      let y = tf.matMul(x2d, this.weight, false, true);
       if (this.bias) y = tf.add(y, this.bias);
+      if (this.delta) y = tf.add(y, this.delta.forward(x2d));
       return tf.reshape(y, [...lead, this.weight.shape[0]!]);
     });
   }

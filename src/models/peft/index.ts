@@ -1,0 +1,2 @@
+export * from './lora.js';
+export * from './adapter-io.js';
