@@ -10,3 +10,5 @@ export { readHfConfig, parseHfConfig, describeConfig, HfConfigError, type HfConf
 export { writeFileAtomic, writeBytesAtomic, writeJsonAtomic } from './io/atomic.js';
 export * as models from './models/index.js';
 export * as tokenizers from './tokenizers/index.js';
+export * as losses from './losses/index.js';
+export { gradCacheStep } from './train/gradcache.js';
