@@ -12,3 +12,4 @@ export * as models from './models/index.js';
 export * as tokenizers from './tokenizers/index.js';
 export * as losses from './losses/index.js';
 export { gradCacheStep } from './train/gradcache.js';
+export * as images from './images/index.js';

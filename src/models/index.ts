@@ -3,3 +3,4 @@ export * from './pooling.js';
 export * from './mask.js';
 export * from './registry.js';
 export * from './peft/index.js';
+export * from './vision/index.js';

@@ -12,6 +12,7 @@ import {
   buildQwen3Config,
   type DecoderConfigBuilder,
 } from './text/builders.js';
+import { buildClipVisionConfig, buildSiglipVisionConfig, type VisionConfigBuilder } from './vision/config.js';
 
 export interface TextDecoderEntry {
   kind: 'text-decoder';
@@ -19,6 +20,14 @@ export interface TextDecoderEntry {
   /** The transformers class whose checkpoints this reads. */
   hfClass: string;
   buildConfig: DecoderConfigBuilder;
+}
+
+export interface VisionTowerEntry {
+  kind: 'vision-tower';
+  modelType: string;
+  /** The transformers class whose checkpoints this reads. */
+  hfClass: string;
+  buildConfig: VisionConfigBuilder;
 }
 
 /** Open union: later kinds ('mllm', 'vision-tower') join here. */
@@ -46,8 +55,29 @@ export function textDecoderEntry(modelType: string): TextDecoderEntry | undefine
   return e?.kind === 'text-decoder' ? e : undefined;
 }
 
+// Vision towers sit in a table of their own rather than in ModelEntry's union, so code that reads
+// modelEntry(...) as a text decoder keeps its types; model_type names stay unique across both.
+const visionTowers = new Map<string, VisionTowerEntry>();
+
+export function registerVisionTower(entry: VisionTowerEntry, { replace = false } = {}): void {
+  if ((visionTowers.has(entry.modelType) || entries.has(entry.modelType)) && !replace) {
+    throw new UnimeError(`model_type ${JSON.stringify(entry.modelType)} is already registered`, { fix: 'pass {replace: true} to override it' });
+  }
+  visionTowers.set(entry.modelType, entry);
+}
+
+export function visionTowerEntry(modelType: string): VisionTowerEntry | undefined {
+  return visionTowers.get(modelType);
+}
+
+export function registeredVisionTowerTypes(): string[] {
+  return [...visionTowers.keys()].sort();
+}
+
 registerModel({ kind: 'text-decoder', modelType: 'llama', hfClass: 'LlamaModel', buildConfig: buildLlamaConfig });
 registerModel({ kind: 'text-decoder', modelType: 'mistral', hfClass: 'MistralModel', buildConfig: buildMistralConfig });
 registerModel({ kind: 'text-decoder', modelType: 'qwen2', hfClass: 'Qwen2Model', buildConfig: buildQwen2Config });
 registerModel({ kind: 'text-decoder', modelType: 'qwen3', hfClass: 'Qwen3Model', buildConfig: buildQwen3Config });
 registerModel({ kind: 'text-decoder', modelType: 'phi3', hfClass: 'Phi3Model', buildConfig: buildPhi3Config });
+registerVisionTower({ kind: 'vision-tower', modelType: 'clip_vision_model', hfClass: 'CLIPVisionModel', buildConfig: buildClipVisionConfig });
+registerVisionTower({ kind: 'vision-tower', modelType: 'siglip_vision_model', hfClass: 'SiglipVisionModel', buildConfig: buildSiglipVisionConfig });

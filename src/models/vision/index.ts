@@ -1,0 +1,3 @@
+export * from './config.js';
+export * from './tower.js';
+export * from './load.js';
