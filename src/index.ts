@@ -11,5 +11,5 @@ export { writeFileAtomic, writeBytesAtomic, writeJsonAtomic } from './io/atomic.
 export * as models from './models/index.js';
 export * as tokenizers from './tokenizers/index.js';
 export * as losses from './losses/index.js';
-export { gradCacheStep } from './train/gradcache.js';
+export * as train from './train/index.js';
 export * as images from './images/index.js';

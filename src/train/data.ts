@@ -1,0 +1,91 @@
+/**
+ * The trainer reads batches from a resumable stream: `next()` gives the next batch (crossing epochs
+ * on its own), and getState()/setState() capture and restore the position, so a resumed run sees
+ * exactly the batches the interrupted one would have.
+ */
+import { Rng, type RngState } from '../runtime/rng.js';
+import { UnimeError } from '../errors.js';
+
+export interface TrainData<B> {
+  next(): B | Promise<B>;
+  /** JSON-serialisable position (saved in every checkpoint). */
+  getState(): unknown;
+  setState(state: unknown): void;
+  /** Batches in one pass over the data; needed to train for a number of epochs. */
+  readonly batchesPerEpoch?: number;
+}
+
+export interface ShuffledBatchesState {
+  epoch: number;
+  /** Items of the current epoch's order already handed out. */
+  position: number;
+  /** The RNG state the current epoch's order was drawn from. */
+  rng: RngState;
+}
+
+export interface ShuffledBatchesOptions {
+  shuffle?: boolean;
+  /** Drop the last, short batch of each epoch (default true: contrastive batches should be full). */
+  dropLast?: boolean;
+}
+
+/** Fixed-size batches over an in-memory list, reshuffled every epoch from a seeded RNG. */
+export class ShuffledBatches<T> implements TrainData<T[]> {
+  readonly batchesPerEpoch: number;
+  epoch = 0;
+  private position = 0;
+  private order: number[] = [];
+  private epochStart: RngState;
+  private readonly shuffle: boolean;
+  private readonly dropLast: boolean;
+
+  constructor(
+    private readonly items: readonly T[],
+    private readonly batchSize: number,
+    private readonly rng: Rng,
+    options: ShuffledBatchesOptions = {},
+  ) {
+    this.shuffle = options.shuffle ?? true;
+    this.dropLast = options.dropLast ?? true;
+    if (!Number.isInteger(batchSize) || batchSize < 1) throw new UnimeError(`batch size must be a positive integer, got ${batchSize}`);
+    if (items.length === 0 || (this.dropLast && items.length < batchSize)) {
+      throw new UnimeError(`the data has ${items.length} samples, fewer than one batch of ${batchSize}`, { fix: 'lower train.batch_size or add data' });
+    }
+    this.batchesPerEpoch = this.dropLast ? Math.floor(items.length / batchSize) : Math.ceil(items.length / batchSize);
+    this.epochStart = rng.getState();
+    this.startEpoch();
+  }
+
+  private startEpoch(): void {
+    this.epochStart = this.rng.getState();
+    const n = this.items.length;
+    this.order = this.shuffle ? this.rng.permutation(n) : Array.from({ length: n }, (_, i) => i);
+    this.position = 0;
+  }
+
+  next(): T[] {
+    const need = this.dropLast ? this.batchSize : 1;
+    if (this.position + need > this.items.length) {
+      this.epoch += 1;
+      this.startEpoch();
+    }
+    const idx = this.order.slice(this.position, this.position + this.batchSize);
+    this.position += idx.length;
+    return idx.map((i) => this.items[i]!);
+  }
+
+  getState(): ShuffledBatchesState {
+    return { epoch: this.epoch, position: this.position, rng: { s: [...this.epochStart.s], spare: this.epochStart.spare } };
+  }
+
+  setState(state: unknown): void {
+    const s = state as ShuffledBatchesState;
+    if (!s || !Number.isInteger(s.epoch) || !Number.isInteger(s.position) || s.position < 0 || s.position > this.items.length) {
+      throw new UnimeError(`invalid data position ${JSON.stringify(state)}`, { fix: 'resume with the same data as the run that wrote the checkpoint' });
+    }
+    this.rng.setState(s.rng);
+    this.startEpoch();
+    this.epoch = s.epoch;
+    this.position = s.position;
+  }
+}
