@@ -13,3 +13,4 @@ export * as tokenizers from './tokenizers/index.js';
 export * as losses from './losses/index.js';
 export * as train from './train/index.js';
 export * as images from './images/index.js';
+export * as data from './data/mmeb.js';
