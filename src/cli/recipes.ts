@@ -1,6 +1,7 @@
 import type { Argv } from 'yargs';
 import * as path from 'node:path';
 import { handler, formatTable } from './common.js';
+import { loadEngines } from './engines.js';
 import { listBundledRecipes, validateRecipeFile, loadRecipe, recipeToYaml, listStageKinds, type RecipeFileReport } from '../recipes/index.js';
 import { UnimeError } from '../errors.js';
 
@@ -32,6 +33,7 @@ const handle = handler(async (args: Args) => {
   const files = args.files ?? [];
   switch (args.action) {
     case 'kinds': {
+      await loadEngines();
       const kinds = listStageKinds();
       if (args.json) process.stdout.write(JSON.stringify(kinds.map((k) => ({ kind: k.kind, description: k.description, engine: !!k.run })), null, 2) + '\n');
       else process.stdout.write(formatTable(['kind', 'engine', 'description'], kinds.map((k) => [k.kind, k.run ? 'yes' : 'not in this build', k.description])) + '\n');

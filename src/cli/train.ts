@@ -1,5 +1,6 @@
 import type { Argv } from 'yargs';
 import { handler } from './common.js';
+import { loadEngines } from './engines.js';
 import { loadRecipe, runRecipe, planRecipe, formatPlan } from '../recipes/index.js';
 
 export const command = 'train <recipe> [overrides..]';
@@ -34,6 +35,7 @@ const handle = handler(async (args: Args) => {
   if (args.device !== undefined) overrides.push(`device=${args.device}`);
   if (args.seed !== undefined) overrides.push(`seed=${args.seed}`);
   const loaded = await loadRecipe(args.recipe, overrides);
+  await loadEngines();
   const opts = { only: args.only, from: args.from, force: args.force };
   if (args.dryRun) {
     process.stdout.write(formatPlan(loaded, await planRecipe(loaded, opts)) + '\n');

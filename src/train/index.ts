@@ -29,3 +29,16 @@ export {
   type TrainStepOutput,
 } from './trainer.js';
 export { gradCacheStep, type GradCacheStepOptions, type GradCacheStepResult, type ChunkEncoder } from './gradcache.js';
+export {
+  BATCHES_PER_SHARD,
+  TEACHER_INDEX,
+  distinctTexts,
+  readTeacherCache,
+  runTeacherEmbed,
+  teacherShardName,
+  textKey,
+  type TeacherCache,
+  type TeacherCacheIndex,
+  type TeacherEmbedResult,
+  type TeacherEmbedStage,
+} from './teacher-embed.js';

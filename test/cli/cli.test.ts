@@ -28,7 +28,6 @@ test('no command or an unknown command is a usage error (exit 2)', async () => {
 test('commands whose engine is not in this build say so and exit 3', async () => {
   const cases: [string[], RegExp][] = [
     [['eval', 'mmeb', '--model', 'x'], /model zoo/],
-    [['embed', '--model', 'x', '--text', 'hello'], /model zoo/],
   ];
   for (const [args, what] of cases) {
     const r = await runCli(args);
@@ -37,6 +36,13 @@ test('commands whose engine is not in this build say so and exit 3', async () =>
     assert.match(r.stderr, what);
     assert.equal(r.stdout, '');
   }
+});
+
+test('embed names a missing model clearly and exits 2', async () => {
+  const r = await runCli(['embed', '--model', 'x', '--text', 'hello']);
+  assert.equal(r.code, 2, r.stderr);
+  assert.match(r.stderr, /no such model: 'x'/);
+  assert.equal(r.stdout, '');
 });
 
 test('eval without or with an unknown subcommand is a usage error', async () => {

@@ -1,0 +1,7 @@
+/**
+ * The stage engines in this build. Each engine module attaches its runner to its stage kind when
+ * imported; commands that plan or run recipes load them here, lazily, so other commands start fast.
+ */
+export async function loadEngines(): Promise<void> {
+  await import('../train/teacher-embed.js');
+}
