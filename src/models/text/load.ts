@@ -5,7 +5,6 @@
  */
 import { promises as fsp } from 'node:fs';
 import * as path from 'node:path';
-import { UnimeError } from '../../errors.js';
 import { type Checkpoint, openCheckpoint } from '../../io/checkpoint.js';
 import { type HfConfig, readHfConfig } from '../../io/hf-config.js';
 import { tf } from '../../runtime/tf.js';
@@ -13,8 +12,9 @@ import { registeredModelTypes, textDecoderEntry, type TextDecoderEntry } from '.
 import { type DecoderConfig, ModelConfigError } from './config.js';
 import { TextDecoder, type DecoderOptions } from './decoder.js';
 import { expectedDecoderWeights } from './modules.js';
+import { checkWeights, WeightMismatchError } from '../weights.js';
 
-export class WeightMismatchError extends UnimeError {}
+export { WeightMismatchError } from '../weights.js';
 
 export interface LoadTextDecoderOptions extends DecoderOptions {
   /**
@@ -67,7 +67,13 @@ export async function loadTextDecoder(dirOrFile: string, options: LoadTextDecode
   try {
     const prefix = options.prefix ?? detectPrefix(ckpt);
     const expected = expectedDecoderWeights(config);
-    checkWeights(ckpt, prefix, expected, config, configFile, options.strict ?? true);
+    checkWeights(ckpt, prefix, expected, {
+      what: `the ${config.modelType} decoder`,
+      configFile,
+      prefixLabel: 'decoder',
+      strict: options.strict ?? true,
+      tolerated: (rel) => IGNORED.test(rel) || (prefix === '' && /^lm_head\./.test(rel)),
+    });
     const trainable = options.trainable ?? true;
     for (const [name, shape] of expected) {
       const data = await ckpt.readFloat32(prefix + name);
@@ -127,47 +133,3 @@ function detectPrefix(ckpt: Checkpoint): string {
   });
 }
 
-const LIST = 8;
-
-function listOf(names: string[]): string {
-  return names.slice(0, LIST).join(', ') + (names.length > LIST ? ` and ${names.length - LIST} more` : '');
-}
-
-function checkWeights(ckpt: Checkpoint, prefix: string, expected: Map<string, number[]>, config: DecoderConfig, configFile: string, strict: boolean): void {
-  const missing: string[] = [];
-  const mismatched: string[] = [];
-  let firstFile: string | undefined;
-  let firstField: string | undefined;
-  for (const [name, shape] of expected) {
-    const full = prefix + name;
-    if (!ckpt.has(full)) {
-      missing.push(full);
-      firstField ??= full;
-      continue;
-    }
-    const info = ckpt.info(full);
-    if (info.shape.length !== shape.length || info.shape.some((d, i) => d !== shape[i])) {
-      mismatched.push(`${full} is [${info.shape.join(', ')}] in ${path.basename(ckpt.fileOf(full))}, the config implies [${shape.join(', ')}]`);
-      firstFile ??= ckpt.fileOf(full);
-      firstField ??= full;
-    } else if (!['F32', 'F16', 'BF16', 'F64'].includes(info.dtype)) {
-      mismatched.push(`${full} has dtype ${info.dtype}, expected a floating-point dtype`);
-      firstFile ??= ckpt.fileOf(full);
-      firstField ??= full;
-    }
-  }
-  const unexpected = strict
-    ? ckpt.names.filter((n) => n.startsWith(prefix) && !expected.has(n.slice(prefix.length)) && !IGNORED.test(n) && !(prefix === '' && /^lm_head\./.test(n)))
-    : [];
-  if (missing.length + mismatched.length + unexpected.length === 0) return;
-  const parts: string[] = [];
-  if (missing.length) parts.push(`missing ${missing.length} tensor${missing.length > 1 ? 's' : ''}: ${listOf(missing)}`);
-  if (mismatched.length) parts.push(`${mismatched.length} shape mismatch${mismatched.length > 1 ? 'es' : ''}: ${listOf(mismatched)}`);
-  if (unexpected.length) parts.push(`${unexpected.length} unexpected tensor${unexpected.length > 1 ? 's' : ''}: ${listOf(unexpected)}`);
-  firstField ??= unexpected[0];
-  throw new WeightMismatchError(`weights do not match the ${config.modelType} decoder described by ${configFile}: ${parts.join('; ')}`, {
-    file: firstFile ?? ckpt.indexPath ?? ckpt.files[0] ?? ckpt.path,
-    field: firstField,
-    fix: 'check that config.json belongs to these weights (and the decoder prefix, now ' + JSON.stringify(prefix) + '); pass {strict: false} to ignore unexpected tensors',
-  });
-}

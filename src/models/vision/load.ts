@@ -10,7 +10,7 @@ import { type HfConfig, readHfConfig } from '../../io/hf-config.js';
 import { tf } from '../../runtime/tf.js';
 import { registeredVisionTowerTypes, visionTowerEntry, type VisionTowerEntry } from '../registry.js';
 import { ModelConfigError } from '../text/config.js';
-import { WeightMismatchError } from '../text/load.js';
+import { checkWeights, WeightMismatchError } from '../weights.js';
 import type { VisionConfig } from './config.js';
 import { expectedVisionWeights, VisionTransformer } from './tower.js';
 
@@ -104,7 +104,14 @@ export async function loadVisionTower(dirOrFile: string, options: LoadVisionTowe
     const prefix = options.prefix ?? detectPrefix(ckpt);
     const withHead = config.useHead ?? ckpt.has(`${prefix}head.probe`);
     const expected = expectedVisionWeights(config, withHead);
-    checkWeights(ckpt, prefix, expected, config, configFile, options.strict ?? true);
+    checkWeights(ckpt, prefix, expected, {
+      what: `the ${config.modelType} vision tower`,
+      configFile,
+      prefixLabel: 'tower',
+      strict: options.strict ?? true,
+      // a head the config turns off (vision_use_head: false) is left unread, as transformers does
+      tolerated: (rel) => IGNORED.test(rel) || (prefix === '' && !TOWER_KEY.test(rel)) || (config.useHead === false && rel.startsWith('head.')),
+    });
     const trainable = options.trainable ?? true;
     for (const [name, shape] of expected) {
       const data = await ckpt.readFloat32(prefix + name);
@@ -165,54 +172,3 @@ function detectPrefix(ckpt: Checkpoint): string {
   );
 }
 
-const LIST = 8;
-
-function listOf(names: string[]): string {
-  return names.slice(0, LIST).join(', ') + (names.length > LIST ? ` and ${names.length - LIST} more` : '');
-}
-
-function checkWeights(ckpt: Checkpoint, prefix: string, expected: Map<string, number[]>, config: VisionConfig, configFile: string, strict: boolean): void {
-  const missing: string[] = [];
-  const mismatched: string[] = [];
-  let firstFile: string | undefined;
-  let firstField: string | undefined;
-  for (const [name, shape] of expected) {
-    const full = prefix + name;
-    if (!ckpt.has(full)) {
-      missing.push(full);
-      firstField ??= full;
-      continue;
-    }
-    const info = ckpt.info(full);
-    if (info.shape.length !== shape.length || info.shape.some((d, i) => d !== shape[i])) {
-      mismatched.push(`${full} is [${info.shape.join(', ')}] in ${path.basename(ckpt.fileOf(full))}, the config implies [${shape.join(', ')}]`);
-      firstFile ??= ckpt.fileOf(full);
-      firstField ??= full;
-    } else if (!['F32', 'F16', 'BF16', 'F64'].includes(info.dtype)) {
-      mismatched.push(`${full} has dtype ${info.dtype}, expected a floating-point dtype`);
-      firstFile ??= ckpt.fileOf(full);
-      firstField ??= full;
-    }
-  }
-  const unexpected = strict
-    ? ckpt.names.filter((n) => {
-        if (!n.startsWith(prefix)) return false;
-        const rel = n.slice(prefix.length);
-        if (expected.has(rel) || IGNORED.test(rel)) return false;
-        if (prefix === '' && !TOWER_KEY.test(rel)) return false;
-        // a head the config turns off (vision_use_head: false) is left unread, as transformers does
-        return !(config.useHead === false && rel.startsWith('head.'));
-      })
-    : [];
-  if (missing.length + mismatched.length + unexpected.length === 0) return;
-  const parts: string[] = [];
-  if (missing.length) parts.push(`missing ${missing.length} tensor${missing.length > 1 ? 's' : ''}: ${listOf(missing)}`);
-  if (mismatched.length) parts.push(`${mismatched.length} shape mismatch${mismatched.length > 1 ? 'es' : ''}: ${listOf(mismatched)}`);
-  if (unexpected.length) parts.push(`${unexpected.length} unexpected tensor${unexpected.length > 1 ? 's' : ''}: ${listOf(unexpected)}`);
-  firstField ??= unexpected[0];
-  throw new WeightMismatchError(`weights do not match the ${config.modelType} vision tower described by ${configFile}: ${parts.join('; ')}`, {
-    file: firstFile ?? ckpt.indexPath ?? ckpt.files[0] ?? ckpt.path,
-    field: firstField,
-    fix: 'check that config.json belongs to these weights (and the tower prefix, now ' + JSON.stringify(prefix) + '); pass {strict: false} to ignore unexpected tensors',
-  });
-}
