@@ -7,10 +7,8 @@
  * Not yet: LLaVA-NeXT / LLaVA-OneVision anyres tiling and Phi-3.5-V HD crops (their processors are
  * refused with a clear error), Qwen2-VL's patch flattening.
  */
-import { promises as fsp } from 'node:fs';
-import * as path from 'node:path';
 import { NotImplementedYetError, UnimeError } from '../errors.js';
-import { parseJson } from '../io/json.js';
+import { readCheckpointJson } from '../io/json.js';
 import { tf, type Tensor } from '../runtime/tf.js';
 import { decodeImage, type ImageSource, type RgbImage } from './decode.js';
 import { PIL_RESAMPLE, resizeImage, type ResampleFilter } from './resample.js';
@@ -54,29 +52,10 @@ const LATER: Record<string, string> = {
 
 /** Read preprocessor_config.json from a checkpoint directory, or a file named directly. */
 export async function readImageProcessorConfig(dirOrFile: string): Promise<ImageProcessorConfig> {
-  let file = dirOrFile;
-  try {
-    if ((await fsp.stat(dirOrFile)).isDirectory()) file = path.join(dirOrFile, PREPROCESSOR_CONFIG);
-  } catch {
-    // reported by the read below
-  }
-  let text: string;
-  try {
-    text = await fsp.readFile(file, 'utf8');
-  } catch (e) {
-    const code = (e as NodeJS.ErrnoException).code;
-    throw new ImageProcessorConfigError(code === 'ENOENT' ? `no ${PREPROCESSOR_CONFIG} here` : `could not read: ${(e as Error).message}`, {
-      file,
-      fix: 'point at a Hugging Face checkpoint directory that has preprocessor_config.json',
-      cause: e,
-    });
-  }
-  const parsed = parseJson(text.charCodeAt(0) === 0xfeff ? text.slice(1) : text);
-  if (!parsed.ok) {
-    const { line, column, problem } = parsed.error;
-    throw new ImageProcessorConfigError(`not valid JSON: ${problem}`, { file, line, column });
-  }
-  return parseImageProcessorConfig(parsed.value, file);
+  const { value, file } = await readCheckpointJson(dirOrFile, PREPROCESSOR_CONFIG, (problem, details) => new ImageProcessorConfigError(problem, details), {
+    missing: 'point at a Hugging Face checkpoint directory that has preprocessor_config.json',
+  });
+  return parseImageProcessorConfig(value, file);
 }
 
 /** Validate a parsed preprocessor_config.json; `file` names it in errors. */

@@ -3,11 +3,9 @@
  * with the types checked of the fields unime relies on, wherever they appear, including the
  * nested `text_config` / `vision_config` of multimodal models.
  */
-import { promises as fsp } from 'node:fs';
-import * as path from 'node:path';
 import { z } from 'zod';
 import { UnimeError } from '../errors.js';
-import { parseJson, previewJson } from './json.js';
+import { previewJson, readCheckpointJson } from './json.js';
 
 export class HfConfigError extends UnimeError {}
 
@@ -148,30 +146,11 @@ export function parseHfConfig(value: unknown, label: string): HfConfig {
 
 /** Read and validate `config.json` from a checkpoint directory, or a config file named directly. */
 export async function readHfConfig(dirOrFile: string): Promise<HfConfig> {
-  let file = dirOrFile;
-  try {
-    if ((await fsp.stat(dirOrFile)).isDirectory()) file = path.join(dirOrFile, 'config.json');
-  } catch {
-    // reported below when the read fails
-  }
-  let text: string;
-  try {
-    text = await fsp.readFile(file, 'utf8');
-  } catch (e) {
-    const code = (e as NodeJS.ErrnoException).code;
-    throw new HfConfigError(code === 'ENOENT' ? 'no config.json here' : `could not read: ${(e as Error).message}`, {
-      file,
-      fix: 'point at a Hugging Face checkpoint directory (it has config.json beside the weights)',
-      cause: e,
-    });
-  }
-  if (text.charCodeAt(0) === 0xfeff) text = text.slice(1);
-  const parsed = parseJson(text);
-  if (!parsed.ok) {
-    const { line, column, problem } = parsed.error;
-    throw new HfConfigError(`not valid JSON: ${problem}`, { file, line, column, fix: 'repair the JSON (or re-download config.json)' });
-  }
-  return parseHfConfig(parsed.value, file);
+  const { value, file } = await readCheckpointJson(dirOrFile, 'config.json', (problem, details) => new HfConfigError(problem, details), {
+    missing: 'point at a Hugging Face checkpoint directory (it has config.json beside the weights)',
+    invalid: 'repair the JSON (or re-download config.json)',
+  });
+  return parseHfConfig(value, file);
 }
 
 export interface ConfigDescription {

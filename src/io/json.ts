@@ -5,6 +5,10 @@
  * keeps the last of a duplicated key).
  */
 
+import { promises as fsp } from 'node:fs';
+import * as path from 'node:path';
+import type { UnimeError, UnimeErrorDetails } from '../errors.js';
+
 export interface JsonSyntaxProblem {
   /** 0-based offset into the text (UTF-16 code units). */
   offset: number;
@@ -275,4 +279,38 @@ export function previewJson(value: unknown, maxLength = 60): string {
   };
   walk(value, 0);
   return out.length > maxLength ? out.slice(0, maxLength - 3) + '...' : out;
+}
+
+/**
+ * Read a JSON file of a checkpoint (`config.json`, `preprocessor_config.json` ...): `dirOrFile` is the
+ * checkpoint directory (the file is `name` inside it) or the file itself. A missing or unreadable
+ * file and invalid JSON (with line and column) become `makeError(problem, details)`, so each caller
+ * keeps its own error class. Returns the parsed value and the file it came from.
+ */
+export async function readCheckpointJson(
+  dirOrFile: string,
+  name: string,
+  makeError: (problem: string, details: UnimeErrorDetails) => UnimeError,
+  fixes: { missing: string; invalid?: string },
+): Promise<{ value: unknown; file: string }> {
+  let file = dirOrFile;
+  try {
+    if ((await fsp.stat(dirOrFile)).isDirectory()) file = path.join(dirOrFile, name);
+  } catch {
+    // reported by the read below
+  }
+  let text: string;
+  try {
+    text = await fsp.readFile(file, 'utf8');
+  } catch (e) {
+    const code = (e as NodeJS.ErrnoException).code;
+    throw makeError(code === 'ENOENT' ? `no ${name} here` : `could not read: ${(e as Error).message}`, { file, fix: fixes.missing, cause: e });
+  }
+  if (text.charCodeAt(0) === 0xfeff) text = text.slice(1);
+  const parsed = parseJson(text);
+  if (!parsed.ok) {
+    const { line, column, problem } = parsed.error;
+    throw makeError(`not valid JSON: ${problem}`, { file, line, column, ...(fixes.invalid ? { fix: fixes.invalid } : {}) });
+  }
+  return { value: parsed.value, file };
 }
