@@ -61,8 +61,9 @@ test('train stops with exit 3 at a stage whose engine is missing, writing nothin
   try {
     const r = await runCli(['train', 'recipes/quickstart.yaml', `output_dir=${dir}/run`, '--device', 'cpu']);
     assert.equal(r.code, 3, r.stderr);
-    assert.match(r.stderr, /unime-distill engine is not in this build/);
+    assert.match(r.stderr, /unime-hardneg engine is not in this build/);
     await assert.rejects(fsp.stat(path.join(dir, 'run', 'teacher', 'stage.json')));
+    await assert.rejects(fsp.stat(path.join(dir, 'run', 'distill', 'stage.json')));
   } finally {
     await cleanup();
   }
