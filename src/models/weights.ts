@@ -3,9 +3,11 @@
  * error listing every missing tensor, shape or dtype mismatch and unexpected tensor, naming the file.
  * Shared by the decoder and vision-tower loaders.
  */
+import { promises as fsp } from 'node:fs';
 import * as path from 'node:path';
 import { UnimeError } from '../errors.js';
 import type { Checkpoint } from '../io/checkpoint.js';
+import { tf } from '../runtime/tf.js';
 
 export class WeightMismatchError extends UnimeError {}
 
@@ -69,4 +71,41 @@ export function checkWeights(ckpt: Checkpoint, prefix: string, expected: Map<str
     field: firstField,
     fix: `check that config.json belongs to these weights (and the ${opts.prefixLabel} prefix, now ${JSON.stringify(prefix)}); pass {strict: false} to ignore unexpected tensors`,
   });
+}
+
+/** The config.json beside a checkpoint given as a directory or as one of its weight files. */
+export async function checkpointConfigFile(dirOrFile: string): Promise<string> {
+  let dir = dirOrFile;
+  try {
+    if (!(await fsp.stat(dirOrFile)).isDirectory()) dir = path.dirname(dirOrFile);
+  } catch {
+    // openCheckpoint reports a missing path
+  }
+  return path.join(dir, 'config.json');
+}
+
+/**
+ * Read the expected tensors (already checked with checkWeights) one at a time into float32
+ * variables. On failure the variables made so far are disposed.
+ */
+export async function readWeightVariables(
+  ckpt: Checkpoint,
+  prefix: string,
+  expected: Map<string, number[]>,
+  trainable: boolean,
+): Promise<Map<string, tf.Variable>> {
+  const weights = new Map<string, tf.Variable>();
+  try {
+    for (const [name, shape] of expected) {
+      const data = await ckpt.readFloat32(prefix + name);
+      // The variable takes over the tensor's buffer; disposing the tensor drops only its reference.
+      const t = tf.tensor(data, shape, 'float32');
+      weights.set(name, tf.variable(t, trainable));
+      t.dispose();
+    }
+    return weights;
+  } catch (e) {
+    for (const v of weights.values()) v.dispose();
+    throw e;
+  }
 }

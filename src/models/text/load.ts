@@ -3,8 +3,6 @@
  * multimodal config) picks the builder, the safetensors weights are checked against the shapes the
  * config implies, then read one tensor at a time into tfjs variables.
  */
-import { promises as fsp } from 'node:fs';
-import * as path from 'node:path';
 import { type Checkpoint, openCheckpoint } from '../../io/checkpoint.js';
 import { type HfConfig, readHfConfig } from '../../io/hf-config.js';
 import { tf } from '../../runtime/tf.js';
@@ -12,7 +10,7 @@ import { registeredModelTypes, textDecoderEntry, type TextDecoderEntry } from '.
 import { type DecoderConfig, ModelConfigError } from './config.js';
 import { TextDecoder, type DecoderOptions } from './decoder.js';
 import { expectedDecoderWeights } from './modules.js';
-import { checkWeights, WeightMismatchError } from '../weights.js';
+import { checkpointConfigFile, checkWeights, readWeightVariables, WeightMismatchError } from '../weights.js';
 
 export { WeightMismatchError } from '../weights.js';
 
@@ -51,19 +49,13 @@ export const DECODER_PREFIXES = ['model.', '', 'model.language_model.', 'languag
 const IGNORED = /(^|\.)rotary_emb\.inv_freq$/;
 
 export async function loadTextDecoder(dirOrFile: string, options: LoadTextDecoderOptions = {}): Promise<LoadedTextDecoder> {
-  let dir = dirOrFile;
-  try {
-    if (!(await fsp.stat(dirOrFile)).isDirectory()) dir = path.dirname(dirOrFile);
-  } catch {
-    // openCheckpoint reports a missing path
-  }
-  const configFile = options.configFile ?? path.join(dir, 'config.json');
+  const configFile = options.configFile ?? (await checkpointConfigFile(dirOrFile));
   const top = options.config ?? (await readHfConfig(configFile));
   const { entry, cfg, fieldPrefix } = selectTextConfig(top, configFile);
   const config = entry.buildConfig(cfg, { file: configFile, fieldPrefix });
 
   const ckpt = await openCheckpoint(dirOrFile);
-  const weights = new Map<string, tf.Variable>();
+  let weights = new Map<string, tf.Variable>();
   try {
     const prefix = options.prefix ?? detectPrefix(ckpt);
     const expected = expectedDecoderWeights(config);
@@ -74,14 +66,7 @@ export async function loadTextDecoder(dirOrFile: string, options: LoadTextDecode
       strict: options.strict ?? true,
       tolerated: (rel) => IGNORED.test(rel) || (prefix === '' && /^lm_head\./.test(rel)),
     });
-    const trainable = options.trainable ?? true;
-    for (const [name, shape] of expected) {
-      const data = await ckpt.readFloat32(prefix + name);
-      // The variable takes over the tensor's buffer; disposing the tensor drops only its reference.
-      const t = tf.tensor(data, shape, 'float32');
-      weights.set(name, tf.variable(t, trainable));
-      t.dispose();
-    }
+    weights = await readWeightVariables(ckpt, prefix, expected, options.trainable ?? true);
     const decoder = new TextDecoder(config, weights, options) as TextDecoder & { source: TextDecoderSource };
     decoder.source = { checkpoint: dirOrFile, configFile, prefix, configField: fieldPrefix };
     return decoder;

@@ -3,14 +3,12 @@
  * or the vision_config of a CLIP / SigLIP / LLaVA-family config; the tensors under the tower's prefix
  * are checked against the shapes the config implies, then read one at a time into tfjs variables.
  */
-import { promises as fsp } from 'node:fs';
-import * as path from 'node:path';
 import { type Checkpoint, openCheckpoint } from '../../io/checkpoint.js';
 import { type HfConfig, readHfConfig } from '../../io/hf-config.js';
 import { tf } from '../../runtime/tf.js';
 import { registeredVisionTowerTypes, visionTowerEntry, type VisionTowerEntry } from '../registry.js';
 import { ModelConfigError } from '../text/config.js';
-import { checkWeights, WeightMismatchError } from '../weights.js';
+import { checkpointConfigFile, checkWeights, readWeightVariables, WeightMismatchError } from '../weights.js';
 import type { VisionConfig } from './config.js';
 import { expectedVisionWeights, VisionTransformer } from './tower.js';
 
@@ -87,19 +85,13 @@ const DEFAULT_VISION_TYPE: Record<string, string> = {
 };
 
 export async function loadVisionTower(dirOrFile: string, options: LoadVisionTowerOptions = {}): Promise<LoadedVisionTower> {
-  let dir = dirOrFile;
-  try {
-    if (!(await fsp.stat(dirOrFile)).isDirectory()) dir = path.dirname(dirOrFile);
-  } catch {
-    // openCheckpoint reports a missing path
-  }
-  const configFile = options.configFile ?? path.join(dir, 'config.json');
+  const configFile = options.configFile ?? (await checkpointConfigFile(dirOrFile));
   const top = options.config ?? (await readHfConfig(configFile));
   const { entry, cfg, fieldPrefix } = selectVisionConfig(top, configFile);
   const config = entry.buildConfig(cfg, { file: configFile, fieldPrefix });
 
   const ckpt = await openCheckpoint(dirOrFile);
-  const weights = new Map<string, tf.Variable>();
+  let weights = new Map<string, tf.Variable>();
   try {
     const prefix = options.prefix ?? detectPrefix(ckpt);
     const withHead = config.useHead ?? ckpt.has(`${prefix}head.probe`);
@@ -112,14 +104,7 @@ export async function loadVisionTower(dirOrFile: string, options: LoadVisionTowe
       // a head the config turns off (vision_use_head: false) is left unread, as transformers does
       tolerated: (rel) => IGNORED.test(rel) || (prefix === '' && !TOWER_KEY.test(rel)) || (config.useHead === false && rel.startsWith('head.')),
     });
-    const trainable = options.trainable ?? true;
-    for (const [name, shape] of expected) {
-      const data = await ckpt.readFloat32(prefix + name);
-      // The variable takes over the tensor's buffer; disposing the tensor drops only its reference.
-      const t = tf.tensor(data, shape, 'float32');
-      weights.set(name, tf.variable(t, trainable));
-      t.dispose();
-    }
+    weights = await readWeightVariables(ckpt, prefix, expected, options.trainable ?? true);
     const tower = new VisionTransformer(config, weights) as VisionTransformer & { source: VisionTowerSource };
     tower.source = { checkpoint: dirOrFile, configFile, prefix, configField: fieldPrefix };
     return tower;
