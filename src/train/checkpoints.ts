@@ -145,15 +145,19 @@ export async function saveCheckpoint(o: SaveCheckpointOptions): Promise<string> 
   return finalDir;
 }
 
-/** Steps of the complete checkpoints under outputDir, ascending. */
-export async function listCheckpoints(outputDir: string): Promise<number[]> {
-  const root = path.join(outputDir, CHECKPOINTS_DIR);
-  let names: string[];
+/** Names in a directory; none when it does not exist (no checkpoint written yet). */
+async function entriesOf(dir: string): Promise<string[]> {
   try {
-    names = await fsp.readdir(root);
+    return await fsp.readdir(dir);
   } catch {
     return [];
   }
+}
+
+/** Steps of the complete checkpoints under outputDir, ascending. */
+export async function listCheckpoints(outputDir: string): Promise<number[]> {
+  const root = path.join(outputDir, CHECKPOINTS_DIR);
+  const names = await entriesOf(root);
   const steps: number[] = [];
   for (const n of names) {
     const s = parseStepDir(n);
@@ -171,12 +175,7 @@ export async function listCheckpoints(outputDir: string): Promise<number[]> {
 /** Remove temp directories left by a crash mid-write. */
 export async function removeStaleTemps(outputDir: string): Promise<string[]> {
   const root = path.join(outputDir, CHECKPOINTS_DIR);
-  let names: string[];
-  try {
-    names = await fsp.readdir(root);
-  } catch {
-    return [];
-  }
+  const names = await entriesOf(root);
   const stale = names.filter((n) => n.startsWith('.tmp-') || n.startsWith('.old-'));
   for (const n of stale) await fsp.rm(path.join(root, n), { recursive: true, force: true });
   return stale;
