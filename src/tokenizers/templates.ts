@@ -133,6 +133,11 @@ export function convertImageMarkers(text: string, backbone: BackboneName): strin
   });
 }
 
+/** Replace every image marker of any supported form by `marker` (an assembly's own image token). */
+export function replaceImageMarkers(text: string, marker: string): string {
+  return text.replace(ANY_IMAGE_MARKER, () => marker);
+}
+
 /** Count of image markers of any supported form in a text. */
 export function countImageMarkers(text: string): number {
   return (text.match(ANY_IMAGE_MARKER) ?? []).length;

@@ -13,7 +13,7 @@ import { promises as fsp } from 'node:fs';
 import * as path from 'node:path';
 import { UnimeError } from '../errors.js';
 import { readTextPairs } from '../data/mmeb.js';
-import { ADAPTER_CONFIG, ADAPTER_WEIGHTS, applyLora, saveLoraAdapter, type LoraAdapter } from '../models/peft/index.js';
+import { ADAPTER_CONFIG, ADAPTER_DIR, ADAPTER_WEIGHTS, applyLora, saveLoraAdapter, type LoraAdapter } from '../models/peft/index.js';
 import { poolEmbeddings } from '../models/pooling.js';
 import { loadTextDecoder, type LoadedTextDecoder } from '../models/text/load.js';
 import { resolveTemplate } from '../models/text-embedder.js';
@@ -35,7 +35,7 @@ import type { unimeDistillSchema } from '../recipes/kinds.js';
 
 export type UnimeDistillStage = z.output<typeof unimeDistillSchema>;
 
-export const ADAPTER_DIR = 'adapter';
+export { ADAPTER_DIR };
 
 export interface UnimeDistillResult extends StageResult {
   steps: number;

@@ -34,7 +34,8 @@ export interface VisionConfig {
 
 export type VisionConfigBuilder = (cfg: HfConfig, source: ConfigSource) => VisionConfig;
 
-const ACTIVATIONS: Record<string, ActivationName> = {
+/** transformers activation names (hidden_act, projector_hidden_act) -> our kernels. */
+export const HF_ACTIVATIONS: Record<string, ActivationName> = {
   quick_gelu: 'quickGelu',
   gelu: 'geluErf',
   gelu_pytorch_tanh: 'geluTanh',
@@ -68,9 +69,9 @@ function build(kind: VisionKind, defaults: VisionDefaults, cfg: HfConfig, src: C
   const patchSize = int('patch_size', defaults.patch_size);
   if (imageSize % patchSize !== 0) throw new ModelConfigError(`image_size ${imageSize} is not a multiple of patch_size ${patchSize}`, where('patch_size'));
   const act = cfg.hidden_act ?? defaults.hidden_act;
-  const activation = typeof act === 'string' ? ACTIVATIONS[act] : undefined;
+  const activation = typeof act === 'string' ? HF_ACTIVATIONS[act] : undefined;
   if (!activation) {
-    throw new ModelConfigError(`activation ${JSON.stringify(act)} is not supported`, { ...where('hidden_act'), fix: `use one of ${Object.keys(ACTIVATIONS).join(', ')}` });
+    throw new ModelConfigError(`activation ${JSON.stringify(act)} is not supported`, { ...where('hidden_act'), fix: `use one of ${Object.keys(HF_ACTIVATIONS).join(', ')}` });
   }
   const eps = cfg.layer_norm_eps ?? defaults.layer_norm_eps;
   const useHeadRaw = cfg.vision_use_head;

@@ -1,0 +1,205 @@
+/**
+ * LLaVA (transformers' LlavaForConditionalGeneration, model_type "llava"): a CLIP or SigLIP vision
+ * tower, LLaVA's feature selection (vision_feature_layer, vision_feature_select_strategy), the
+ * multi_modal_projector, and a text decoder whose input embeddings get the projected image features
+ * at the image-token positions (in order), as transformers' masked_scatter does.
+ */
+import { UnimeError } from '../../errors.js';
+import { readHfConfig, type HfConfig } from '../../io/hf-config.js';
+import { openCheckpoint } from '../../io/checkpoint.js';
+import type { RgbImage } from '../../images/decode.js';
+import { preprocessImage, readImageProcessorConfig, type ImageProcessorConfig } from '../../images/processor.js';
+import { tf, type Tensor } from '../../runtime/tf.js';
+import type { Tokenizer } from '../../tokenizers/types.js';
+import { loadTokenizer } from '../../tokenizers/load.js';
+import { lastTokenPool, l2Normalize, meanPool } from '../pooling.js';
+import { loadTextDecoder, type LoadedTextDecoder } from '../text/load.js';
+import { ModelConfigError } from '../text/config.js';
+import { featureSelectionFromConfig, HF_ACTIVATIONS, type FeatureSelection } from '../vision/config.js';
+import { loadVisionTower, type LoadedVisionTower } from '../vision/load.js';
+import { checkpointConfigFile, checkWeights, readWeightVariables, WeightMismatchError } from '../weights.js';
+import { expectedProjectorWeights, MultiModalProjector } from './projector.js';
+import { leftPad, tokenizeWithImage } from './prepare.js';
+import type { EmbedForwardOptions, MultimodalModel, PreparedInput, PrepareOptions } from './types.js';
+
+/** Where the projector's tensors are in the two checkpoint layouts transformers has used. */
+export const PROJECTOR_PREFIXES = ['model.multi_modal_projector.', 'multi_modal_projector.'];
+
+/** transformers' default image token of LLaVA-1.5 checkpoints. */
+const DEFAULT_IMAGE_TOKEN_INDEX = 32000;
+
+export interface LoadMultimodalOptions {
+  /** Variables of the frozen base model are created non-trainable (default false: frozen). */
+  trainable?: boolean;
+}
+
+export function imageTokenIdFromConfig(top: HfConfig, file: string): number {
+  const v = top.image_token_index ?? (top.image_token_id as unknown) ?? DEFAULT_IMAGE_TOKEN_INDEX;
+  if (typeof v !== 'number' || !Number.isInteger(v) || v < 0) {
+    throw new ModelConfigError(`must be a non-negative integer, got ${JSON.stringify(v)}`, { file, field: 'image_token_index' });
+  }
+  return v;
+}
+
+export class LlavaModel implements MultimodalModel {
+  readonly modelType = 'llava';
+  readonly imageMarker: string;
+  readonly imageSize: number;
+  /** Image tokens per image. */
+  readonly imageTokens: number;
+
+  constructor(
+    readonly dir: string,
+    readonly tokenizer: Tokenizer,
+    readonly vision: LoadedVisionTower,
+    readonly projector: MultiModalProjector,
+    readonly projectorWeights: ReadonlyMap<string, tf.Variable>,
+    readonly decoder: LoadedTextDecoder,
+    readonly selection: FeatureSelection,
+    readonly processor: ImageProcessorConfig,
+    readonly imageTokenId: number,
+    imageMarker: string,
+  ) {
+    this.imageMarker = imageMarker;
+    this.imageSize = vision.config.imageSize;
+    const grid = vision.config.gridSize;
+    this.imageTokens = grid * grid + (selection.strategy === 'full' && vision.config.classToken ? 1 : 0);
+  }
+
+  get dim(): number {
+    return this.decoder.config.hiddenSize;
+  }
+
+  get visionParameters(): number {
+    let n = this.vision.numParameters;
+    for (const v of this.projectorWeights.values()) n += v.size;
+    return n;
+  }
+
+  prepare(text: string, image: RgbImage | null, options: PrepareOptions = {}): PreparedInput {
+    const { ids, truncated } = tokenizeWithImage(this.tokenizer, text, { marker: this.imageMarker, markerId: this.imageTokenId, imageTokens: this.imageTokens }, {
+      maxLength: options.maxLength,
+      hasImage: image !== null,
+    });
+    let pixels: Float32Array | null = null;
+    if (image !== null) {
+      const p = preprocessImage(image, this.processor);
+      if (p.height !== this.imageSize || p.width !== this.imageSize) {
+        throw new UnimeError(`the image processor makes ${p.height}x${p.width} images but the vision tower takes ${this.imageSize}x${this.imageSize}`, {
+          file: this.dir,
+          fix: 'make preprocessor_config.json crop/resize to the vision tower image_size',
+        });
+      }
+      pixels = p.data;
+    }
+    return { ids, pixels, truncated };
+  }
+
+  /** Projected image features [images, imageTokens, hidden] of preprocessed pixels [images, 3, S, S]. */
+  imageFeatures(pixels: Tensor): Tensor {
+    return tf.tidy(() => this.projector.forward(this.vision.selectFeatures(pixels, this.selection)));
+  }
+
+  embed(batch: readonly PreparedInput[], options: EmbedForwardOptions = {}): Tensor {
+    if (batch.length === 0) throw new UnimeError('embed needs at least one input');
+    const vocab = this.decoder.config.vocabSize;
+    const padded = leftPad(
+      batch.map((b) => b.ids),
+      this.tokenizer.specialIds.pad ?? this.tokenizer.specialIds.eos ?? 0,
+    );
+    const { batch: b, seq, ids } = padded;
+    const H = this.dim;
+    // Image positions in flat [b * seq] order: row by row, so the k-th image's tokens are the k-th block.
+    const imagePositions: number[] = [];
+    for (let p = 0; p < ids.length; p++) {
+      const id = ids[p]!;
+      if (id === this.imageTokenId && padded.mask[Math.floor(p / seq)]![p % seq] === 1) {
+        imagePositions.push(p);
+        ids[p] = 0;
+      } else if (id < 0 || id >= vocab) {
+        throw new UnimeError(`token id ${id} is outside the decoder's vocabulary (${vocab} entries)`, { file: this.dir, fix: 'use the tokenizer that belongs to this checkpoint' });
+      }
+    }
+    const images = batch.filter((x) => x.pixels !== null);
+    if (imagePositions.length !== images.length * this.imageTokens) {
+      throw new UnimeError(`the batch has ${imagePositions.length} image-token positions for ${images.length} image(s) of ${this.imageTokens} tokens each`, {
+        fix: 'prepare inputs with this model (prepare()) so placeholders match images',
+      });
+    }
+    return tf.tidy(() => {
+      let emb = this.decoder.embed(tf.tensor2d(ids, [b, seq], 'int32'));
+      if (images.length > 0) {
+        const S = this.imageSize;
+        const px = new Float32Array(images.length * 3 * S * S);
+        images.forEach((x, i) => px.set(x.pixels!, i * 3 * S * S));
+        const feats = tf.reshape(this.imageFeatures(tf.tensor4d(px, [images.length, 3, S, S])), [images.length * this.imageTokens, H]);
+        const index = new Int32Array(b * seq);
+        for (let p = 0; p < index.length; p++) index[p] = p;
+        imagePositions.forEach((p, k) => (index[p] = b * seq + k));
+        emb = tf.reshape(tf.gather(tf.concat([tf.reshape(emb, [b * seq, H]), feats], 0), tf.tensor1d(index, 'int32')), [b, seq, H]);
+      }
+      const { lastHiddenState } = this.decoder.forward({ inputsEmbeds: emb, attentionMask: padded.mask });
+      const pooled = (options.pooling ?? 'last') === 'last' ? lastTokenPool(lastHiddenState, padded.mask) : meanPool(lastHiddenState, padded.mask);
+      return options.normalize === false ? pooled : l2Normalize(pooled);
+    });
+  }
+
+  dispose(): void {
+    this.vision.dispose();
+    for (const v of this.projectorWeights.values()) v.dispose();
+    this.decoder.dispose();
+  }
+}
+
+async function loadProjector(dir: string, top: HfConfig, configFile: string, visionDim: number, textDim: number, trainable: boolean) {
+  const ckpt = await openCheckpoint(dir);
+  try {
+    const prefix = PROJECTOR_PREFIXES.find((p) => ckpt.has(`${p}linear_1.weight`));
+    if (prefix === undefined) {
+      throw new WeightMismatchError(`no multi_modal_projector found (looked for ${PROJECTOR_PREFIXES.map((p) => `${p}linear_1.weight`).join(', ')})`, {
+        file: ckpt.indexPath ?? ckpt.files[0] ?? ckpt.path,
+        fix: 'point at a LLaVA checkpoint (LlavaForConditionalGeneration)',
+      });
+    }
+    const bias = (top.multimodal_projector_bias as boolean | undefined) ?? true;
+    const expected = expectedProjectorWeights(visionDim, textDim, bias);
+    checkWeights(ckpt, prefix, expected, { what: 'the LLaVA projector', configFile, prefixLabel: 'projector', strict: true, tolerated: () => false });
+    const weights = await readWeightVariables(ckpt, prefix, expected, trainable);
+    const actName = (top.projector_hidden_act as string | undefined) ?? 'gelu';
+    const act = HF_ACTIVATIONS[actName];
+    if (!act) {
+      for (const v of weights.values()) v.dispose();
+      throw new ModelConfigError(`activation ${JSON.stringify(actName)} is not supported`, { file: configFile, field: 'projector_hidden_act', fix: `use one of ${Object.keys(HF_ACTIVATIONS).join(', ')}` });
+    }
+    const get = (name: string) => weights.get(name)!;
+    return { projector: new MultiModalProjector(get, '', act, bias), weights };
+  } finally {
+    await ckpt.close();
+  }
+}
+
+export async function loadLlava(dir: string, options: LoadMultimodalOptions = {}): Promise<LlavaModel> {
+  const trainable = options.trainable ?? false;
+  const configFile = await checkpointConfigFile(dir);
+  const top = await readHfConfig(configFile);
+  const selection = featureSelectionFromConfig(top, configFile);
+  const imageTokenId = imageTokenIdFromConfig(top, configFile);
+  const tokenizer = await loadTokenizer(dir);
+  const marker = tokenizer.idToToken(imageTokenId);
+  if (marker === undefined) {
+    throw new ModelConfigError(`image token id ${imageTokenId} is not in the tokenizer`, { file: configFile, field: 'image_token_index', fix: "set it to the id of the tokenizer's <image> token" });
+  }
+  const processor = await readImageProcessorConfig(dir);
+  const vision = await loadVisionTower(dir, { trainable });
+  let decoder: LoadedTextDecoder | undefined;
+  try {
+    decoder = await loadTextDecoder(dir, { trainable });
+    const layers = Array.isArray(selection.layer) ? selection.layer.length : 1;
+    const { projector, weights } = await loadProjector(dir, top, configFile, vision.config.hiddenSize * layers, decoder.config.hiddenSize, trainable);
+    return new LlavaModel(dir, tokenizer, vision, projector, weights, decoder, selection, processor, imageTokenId, marker);
+  } catch (e) {
+    vision.dispose();
+    decoder?.dispose();
+    throw e;
+  }
+}

@@ -1,0 +1,90 @@
+/**
+ * Host-side preparation shared by the assemblies: rewrite image markers into the model's own
+ * placeholder, tokenize, expand the placeholder to the image's token count, truncate without ever
+ * cutting image tokens, and left-pad a batch for the forward pass.
+ */
+import { UnimeError } from '../../errors.js';
+import { truncateIds } from '../../tokenizers/batch.js';
+import { countImageMarkers, expandImageTokens, replaceImageMarkers } from '../../tokenizers/templates.js';
+import type { Tokenizer } from '../../tokenizers/types.js';
+
+export interface TokenizedInput {
+  ids: number[];
+  truncated: boolean;
+}
+
+/**
+ * Tokens of `text` for a model whose image placeholder is `marker` (token id `markerId`) standing for
+ * `imageTokens` positions. An input with an image but no marker gets `marker\n` in front (as
+ * VLM2Vec's collator does for bare captions); a marker without an image, or more than one image, is refused.
+ */
+export function tokenizeWithImage(
+  tok: Tokenizer,
+  text: string,
+  image: { marker: string; markerId: number; imageTokens: number } | null,
+  options: { maxLength?: number; hasImage: boolean },
+): TokenizedInput {
+  const markers = countImageMarkers(text);
+  if (options.hasImage && image === null) {
+    throw new UnimeError('this model takes text only, but an input has an image', { fix: 'use a multimodal checkpoint (LLaVA, ...) for image inputs' });
+  }
+  if (markers > 1) {
+    throw new UnimeError(`an input holds ${markers} image markers; one image per input is supported`, { fix: `keep one image marker (${image?.marker ?? '<image>'}) per text` });
+  }
+  if (markers === 1 && !options.hasImage) {
+    throw new UnimeError(`an input's text has an image marker but no image was given: ${JSON.stringify(text.slice(0, 80))}`, {
+      fix: 'give the image, or remove the marker from the text',
+    });
+  }
+  let body = text;
+  if (image !== null && options.hasImage) body = markers === 1 ? replaceImageMarkers(text, image.marker) : `${image.marker}\n${text}`;
+  let ids = tok.encode(body, { addSpecialTokens: true });
+  let imageAt = -1;
+  if (image !== null && options.hasImage) {
+    const expanded = expandImageTokens(ids, image.markerId, image.imageTokens);
+    if (expanded.imagePositions.length !== 1) {
+      throw new UnimeError(`the tokenizer did not keep ${image.marker} as one token (found ${expanded.imagePositions.length} in the encoded text)`, {
+        file: tok.source,
+        fix: `the checkpoint's tokenizer must list ${image.marker} as an added token`,
+      });
+    }
+    ids = expanded.ids;
+    imageAt = expanded.imagePositions[0]![0]!;
+  }
+  const max = options.maxLength;
+  if (max === undefined || ids.length <= max) return { ids, truncated: false };
+  const bos = tok.addBosToken && tok.specialIds.bos !== undefined && ids[0] === tok.specialIds.bos ? 1 : 0;
+  const eos = tok.addEosToken && tok.specialIds.eos !== undefined && ids[ids.length - 1] === tok.specialIds.eos ? 1 : 0;
+  if (imageAt >= 0 && imageAt + image!.imageTokens + eos > max) {
+    throw new UnimeError(`max_length ${max} is too short for an input whose image tokens end at position ${imageAt + image!.imageTokens}`, {
+      field: 'max_length',
+      fix: `raise max_length to at least ${imageAt + image!.imageTokens + eos + 8}`,
+    });
+  }
+  return { ids: truncateIds(ids, max, { keepFirst: bos, keepLast: eos }), truncated: true };
+}
+
+export interface PaddedBatch {
+  batch: number;
+  seq: number;
+  /** int32 [batch * seq], left-padded with padId. */
+  ids: Int32Array;
+  /** [batch][seq] 1 for tokens, 0 for padding. */
+  mask: number[][];
+}
+
+/** Left-pad token rows to one length. */
+export function leftPad(rows: readonly (readonly number[])[], padId: number): PaddedBatch {
+  const batch = rows.length;
+  const seq = Math.max(1, ...rows.map((r) => r.length));
+  const ids = new Int32Array(batch * seq).fill(padId);
+  const mask: number[][] = [];
+  rows.forEach((r, i) => {
+    if (r.length === 0) throw new UnimeError(`input ${i} encodes to no tokens`, { fix: 'embed non-empty texts' });
+    ids.set(r, i * seq + seq - r.length);
+    const m = new Array<number>(seq).fill(0);
+    m.fill(1, seq - r.length);
+    mask.push(m);
+  });
+  return { batch, seq, ids, mask };
+}
