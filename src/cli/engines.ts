@@ -5,4 +5,5 @@
 export async function loadEngines(): Promise<void> {
   await import('../train/teacher-embed.js');
   await import('../train/unime-distill.js');
+  await import('../train/unime-hardneg.js');
 }

@@ -19,6 +19,9 @@ import { tf, type Tensor } from '../runtime/tf.js';
 import { UnimeError } from '../errors.js';
 import { expectMatrix, expectPositive, l2Normalize, meanCrossEntropy } from './common.js';
 
+/** Added to a masked slot's logit: exp() of it underflows to exactly 0 in float32. */
+const MASKED_LOGIT = -1e9;
+
 export interface HardNegativeInfoNceOptions {
   /** Softmax temperature; UniME uses 0.02. */
   temperature?: number;
@@ -30,6 +33,11 @@ export interface HardNegativeInfoNceOptions {
   positives?: ArrayLike<number>;
   /** What a query with no valid negative does; see the module comment. Default 'mask'. */
   emptyRows?: 'mask' | 'positiveOnly';
+  /**
+   * A query with 0 < m < k valid negatives: 'duplicate' (default, the paper) repeats the hardest ones to
+   * fill k slots; 'mask' leaves the k - m empty slots out of the softmax.
+   */
+  shortRows?: 'duplicate' | 'mask';
 }
 
 export interface HardNegativeSelection {
@@ -110,6 +118,8 @@ export function hardNegativeInfoNce(queries: Tensor, candidates: Tensor, options
   const k = options.k ?? 8;
   const beta = options.beta ?? 0.1;
   const emptyRows = options.emptyRows ?? 'mask';
+  const shortRows = options.shortRows ?? 'duplicate';
+  if (shortRows !== 'duplicate' && shortRows !== 'mask') throw new UnimeError(`${name}: shortRows must be 'duplicate' or 'mask', got ${String(shortRows)}`);
   if (emptyRows !== 'mask' && emptyRows !== 'positiveOnly') throw new UnimeError(`${name}: emptyRows must be 'mask' or 'positiveOnly', got ${String(emptyRows)}`);
   const [b, d] = expectMatrix(queries, 'queries', name);
   const [n, dc] = expectMatrix(candidates, 'candidates', name);
@@ -128,6 +138,8 @@ export function hardNegativeInfoNce(queries: Tensor, candidates: Tensor, options
     // is dropped from the mean by a negative label.
     const flat = new Int32Array(b * (k + 1));
     const labels = new Int32Array(b);
+    // 'mask': slots past a short row's m valid negatives get -inf (in effect) so the softmax ignores them.
+    const slotMask = shortRows === 'mask' ? new Float32Array(b * (k + 1)) : null;
     let rowsInLoss = 0;
     let negSum = 0;
     let negCount = 0;
@@ -153,11 +165,16 @@ export function hardNegativeInfoNce(queries: Tensor, candidates: Tensor, options
       for (let t = 0; t < k; t++) {
         const j = sel.indices[i * k + t]!;
         flat[i * (k + 1) + 1 + t] = i * n + j;
+        if (slotMask && t >= m) {
+          slotMask[i * (k + 1) + 1 + t] = MASKED_LOGIT;
+          continue;
+        }
         negSum += simValues[i * n + j]!;
         negCount++;
       }
     }
-    const logits = tf.div(tf.reshape(tf.gather(tf.reshape(sim, [-1]), tf.tensor1d(flat, 'int32')), [b, k + 1]), temperature);
+    let logits = tf.div(tf.reshape(tf.gather(tf.reshape(sim, [-1]), tf.tensor1d(flat, 'int32')), [b, k + 1]), temperature);
+    if (slotMask) logits = tf.add(logits, tf.tensor2d(slotMask, [b, k + 1]));
     stats = {
       falseNegativeRate: b > 0 ? fnRate / b : 0,
       meanPositiveSimilarity: b > 0 ? posSum / b : Number.NaN,

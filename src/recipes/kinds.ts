@@ -56,6 +56,11 @@ export const teacherEmbedSchema = stageSchema('teacher-embed', {
   batch_size: count().default(64),
   /** Where the embedding cache is written; null = the stage's output_dir. */
   cache_dir: z.string().min(1).nullable().default(null),
+  /**
+   * Attend in both directions: set it when the teacher was trained so (a caption-contrastive stage,
+   * given as init_from, whose adapters are merged into the teacher first).
+   */
+  bidirectional: z.boolean().default(false),
 });
 
 // ---------------------------------------------------------------------------------------------
@@ -102,12 +107,51 @@ export const unimeDistillSchema = stageSchema('unime-distill', {
 });
 
 // ---------------------------------------------------------------------------------------------
+// caption-contrastive: LLM2CLIP stage 1, contrastive fine-tuning of an LLM into a text embedder
+export const captionContrastiveSchema = stageSchema('caption-contrastive', {
+  model: modelRefSchema,
+  /**
+   * text_columns name the query, its positive and (optionally) its hard negative, in that order;
+   * LLM2CLIP's positives are two captions of one image.
+   */
+  data: textPairDataSchema,
+  /** Published: mean pooling (over the non-instruction tokens; there is no instruction here). */
+  pooling: z.enum(['last', 'mean']).default('mean'),
+  /** Published: bidirectional attention (LLM2Vec-style). */
+  bidirectional: z.boolean().default(true),
+  /** Not published. */
+  max_length: count().default(128),
+  /** Published: rank 16, alpha 32; dropout is not published. null = full fine-tuning of every decoder weight. */
+  lora: loraSchema({ rank: 16, alpha: 32, dropout: 0.05 }).nullable(),
+  loss: z
+    .strictObject({
+      /** Logit scale on the cosines: cross-entropy over scale * cos(query, [all positives; all hard negatives]). Published: 50 (tau 0.02). */
+      scale: positive().default(50),
+    })
+    .prefault({}),
+  /** Not published in shared/REFERENCE.md: our choices. */
+  train: trainLoopSchema({
+    lr: 2e-4,
+    epochs: 1,
+    max_steps: null,
+    batch_size: 256,
+    gradcache_chunk_size: 32,
+    warmup_ratio: 0.05,
+    schedule: 'linear',
+    weight_decay: 0,
+    grad_clip: 1.0,
+    log_every: 10,
+    save_every: null,
+  }),
+});
+
+// ---------------------------------------------------------------------------------------------
 // unime-hardneg: UniME stage 2, hard-negative enhanced instruction tuning on MMEB-train
 export const unimeHardnegSchema = stageSchema('unime-hardneg', {
   model: modelRefSchema,
   data: mmebTrainDataSchema,
-  /** Published: 336x336. */
-  image_size: count().default(336),
+  /** Published: 336x336, the backbones' own size; null = the model's own (a different value is refused). */
+  image_size: count().nullable().default(null),
   /** Not published. */
   max_length: count().default(256),
   /** Image placeholder used in the MMEB instructions; `auto` = the backbone's own token. */
@@ -123,6 +167,11 @@ export const unimeHardnegSchema = stageSchema('unime-hardneg', {
       hard_negatives: count().default(8),
       /** With fewer than k valid negatives: `duplicate` existing ones (the paper) or `mask` the missing slots. */
       when_fewer_than_k: z.enum(['duplicate', 'mask']).default('duplicate'),
+      /**
+       * Also put each row's own neg_text / neg_image_path among the batch's candidates (subsets that
+       * have them). Not part of UniME's published recipe: off by default.
+       */
+      dataset_negatives: z.boolean().default(false),
     })
     .prefault({}),
   /** Rank 16 is published; alpha 64 and dropout 0.1 are VLM2Vec's. */
@@ -311,9 +360,10 @@ export const clipTrainSchema = z.discriminatedUnion('method', [llm2clipSchema, l
 export type TeacherEmbedStage = z.output<typeof teacherEmbedSchema>;
 export type UnimeDistillStage = z.output<typeof unimeDistillSchema>;
 export type UnimeHardnegStage = z.output<typeof unimeHardnegSchema>;
+export type CaptionContrastiveStage = z.output<typeof captionContrastiveSchema>;
 export type EvalStage = z.output<typeof evalSchema>;
 export type ClipTrainStage = z.output<typeof clipTrainSchema>;
-export type BuiltinStage = TeacherEmbedStage | UnimeDistillStage | UnimeHardnegStage | EvalStage | ClipTrainStage;
+export type BuiltinStage = TeacherEmbedStage | UnimeDistillStage | UnimeHardnegStage | EvalStage | ClipTrainStage | CaptionContrastiveStage;
 
 registerStageKind({
   kind: 'teacher-embed',
@@ -326,6 +376,12 @@ registerStageKind({
   schema: unimeDistillSchema,
   description: 'UniME stage 1: textual discriminative knowledge distillation (LoRA on the LLM)',
   inputs: (s) => ({ model: s.model.path, data: s.data.path, teacher_cache: s.teacher_cache }),
+});
+registerStageKind({
+  kind: 'caption-contrastive',
+  schema: captionContrastiveSchema,
+  description: 'LLM2CLIP stage 1: caption-contrastive fine-tuning of an LLM into a text embedder (LoRA or full)',
+  inputs: (s) => ({ model: s.model.path, data: s.data.path }),
 });
 registerStageKind({
   kind: 'unime-hardneg',

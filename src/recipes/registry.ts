@@ -106,3 +106,27 @@ export function getStageKind(kind: string): RegisteredStageKind | undefined {
 export function listStageKinds(): RegisteredStageKind[] {
   return [...kinds.values()];
 }
+
+/** What a finisher sees once every selected stage of a run has completed. */
+export interface RunFinishContext {
+  recipe: Recipe;
+  recipeFile: string;
+  /** Absolute output directory of the recipe. */
+  outputDir: string;
+  /** Every stage of the recipe: name, kind, absolute output dir, and whether it has completed (now or earlier). */
+  stages: ReadonlyArray<{ name: string; kind: string; outputDir: string; completed: boolean; initFrom: string | null }>;
+  log: Logger;
+}
+
+/** Work done after a whole run (e.g. the run report over its eval stages); engines register these. */
+export type RunFinisher = (ctx: RunFinishContext) => Promise<void>;
+
+const finishers = new Map<string, RunFinisher>();
+
+export function registerRunFinisher(name: string, fn: RunFinisher): void {
+  finishers.set(name, fn);
+}
+
+export function runFinishers(): RunFinisher[] {
+  return [...finishers.values()];
+}

@@ -14,7 +14,7 @@ import { RecipeError } from './errors.js';
 import { recipeToYaml, type LoadedRecipe } from './load.js';
 import { resolveModelPath, type ResolveModelOptions } from '../hub/download.js';
 import { suggestion } from './paths.js';
-import { getStageKind, type StageContext, type StageResult } from './registry.js';
+import { getStageKind, runFinishers, type RunFinishContext, type StageContext, type StageResult } from './registry.js';
 import type { StageConfig } from './schema.js';
 
 export const STAGE_MARKER = 'stage.json';
@@ -375,6 +375,16 @@ export async function runRecipe(loaded: LoadedRecipe, opts: RunOptions = {}): Pr
     log.info(`stage ${s.name} done in ${seconds.toFixed(1)} s`);
     s.completed = true;
     report.stages.push({ ...s, status: 'ran', result, seconds });
+  }
+  if (toRun.length > 0) {
+    const finish: RunFinishContext = {
+      recipe: loaded.recipe,
+      recipeFile: loaded.file,
+      outputDir: recipeOut,
+      stages: plan.map((s) => ({ name: s.name, kind: s.kind, outputDir: s.outputDir, completed: s.completed, initFrom: s.initFrom })),
+      log,
+    };
+    for (const fn of runFinishers()) await fn(finish);
   }
   return report;
 }

@@ -89,3 +89,68 @@ export class ShuffledBatches<T> implements TrainData<T[]> {
     this.position = s.position;
   }
 }
+
+export interface SubsetBatchesState {
+  picker: RngState;
+  groups: ShuffledBatchesState[];
+}
+
+/**
+ * Batches made of sub-batches that each come from one group (one MMEB-train subset), as VLM2Vec-V2
+ * draws them: each sub-batch picks its group with probability proportional to the group's size,
+ * then takes that group's next shuffled rows. An epoch is total rows / batch size batches.
+ */
+export class SubsetBatches<T> implements TrainData<T[]> {
+  readonly batchesPerEpoch: number;
+  private readonly streams: ShuffledBatches<T>[];
+  private readonly picker: Rng;
+  private readonly weights: number[];
+
+  constructor(
+    groups: readonly (readonly T[])[],
+    private readonly batchSize: number,
+    private readonly subBatchSize: number,
+    rng: Rng,
+  ) {
+    if (!Number.isInteger(subBatchSize) || subBatchSize < 1 || batchSize % subBatchSize !== 0) {
+      throw new UnimeError(`train.batch_size ${batchSize} is not a multiple of data.sub_batch_size ${subBatchSize}`, {
+        field: 'data.sub_batch_size',
+        fix: 'choose a sub-batch size that divides the batch size',
+      });
+    }
+    const usable = groups.map((g, i) => ({ g, i })).filter(({ g }) => g.length >= subBatchSize);
+    if (usable.length === 0) {
+      throw new UnimeError(`no subset has ${subBatchSize} rows for one sub-batch`, { field: 'data.sub_batch_size', fix: 'lower data.sub_batch_size' });
+    }
+    this.streams = usable.map(({ g, i }) => new ShuffledBatches(g, subBatchSize, rng.fork(`group:${i}`)));
+    this.weights = usable.map(({ g }) => g.length);
+    this.picker = rng.fork('picker');
+    const total = this.weights.reduce((a, b) => a + b, 0);
+    this.batchesPerEpoch = Math.max(1, Math.floor(total / batchSize));
+  }
+
+  next(): T[] {
+    const out: T[] = [];
+    const total = this.weights.reduce((a, b) => a + b, 0);
+    while (out.length < this.batchSize) {
+      let r = this.picker.uniform() * total;
+      let g = 0;
+      while (g < this.weights.length - 1 && r >= this.weights[g]!) r -= this.weights[g++]!;
+      out.push(...this.streams[g]!.next());
+    }
+    return out;
+  }
+
+  getState(): SubsetBatchesState {
+    return { picker: this.picker.getState(), groups: this.streams.map((s) => s.getState()) };
+  }
+
+  setState(state: unknown): void {
+    const s = state as SubsetBatchesState;
+    if (!s || !Array.isArray(s.groups) || s.groups.length !== this.streams.length) {
+      throw new UnimeError(`invalid data position ${JSON.stringify(state)?.slice(0, 200)}`, { fix: 'resume with the same data as the run that wrote the checkpoint' });
+    }
+    this.picker.setState(s.picker);
+    s.groups.forEach((g, i) => this.streams[i]!.setState(g));
+  }
+}

@@ -163,7 +163,6 @@ export async function runUnimeDistill(ctx: StageContext<UnimeDistillStage>): Pro
       rng,
       rngs: { 'lora-dropout': adapter.dropoutRng },
       resume: true,
-      progress: null,
       label: 'unime-distill',
       step: (batch) => {
         chunkRngStates.clear();

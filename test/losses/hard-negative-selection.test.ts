@@ -96,3 +96,23 @@ test('hardNegativeInfoNce: every row empty gives a zero loss with zero gradients
   assert.equal(tf.memory().numTensors, before);
   tf.dispose([q, c]);
 });
+
+test('shortRows mask: a short row contrasts its positive with its m valid negatives only, as a hand-computed softmax', () => {
+  useDevice('cpu');
+  // Unit vectors in 2D at chosen angles give chosen cosines.
+  const at = (deg: number) => [Math.cos((deg * Math.PI) / 180), Math.sin((deg * Math.PI) / 180)];
+  const q = tf.tensor2d([at(0)]);
+  // positive at 60 deg (cos 0.5), a filtered candidate at 10 deg (cos 0.985 > 0.6), one valid negative at 90 deg (cos 0).
+  const c = tf.tensor2d([at(60), at(10), at(90)]);
+  const tau = 0.1;
+  const mask = hardNegativeInfoNce(q, c, { temperature: tau, beta: 0.1, k: 3, shortRows: 'mask' });
+  const dup = hardNegativeInfoNce(q, c, { temperature: tau, beta: 0.1, k: 3 });
+  const s = [Math.cos(Math.PI / 3), Math.cos(Math.PI / 2)];
+  const expectMask = -(s[0]! / tau - Math.log(Math.exp(s[0]! / tau) + Math.exp(s[1]! / tau)));
+  const expectDup = -(s[0]! / tau - Math.log(Math.exp(s[0]! / tau) + 3 * Math.exp(s[1]! / tau)));
+  assert.ok(Math.abs(mask.loss.dataSync()[0]! - expectMask) < 1e-5, `mask ${mask.loss.dataSync()[0]} vs ${expectMask}`);
+  assert.ok(Math.abs(dup.loss.dataSync()[0]! - expectDup) < 1e-5, `duplicate ${dup.loss.dataSync()[0]} vs ${expectDup}`);
+  assert.ok(Math.abs(mask.stats.meanHardNegativeSimilarity - s[1]!) < 1e-6);
+  assert.throws(() => hardNegativeInfoNce(q, c, { shortRows: 'drop' as 'mask' }), /shortRows must be/);
+  for (const t of [q, c, mask.loss, dup.loss]) t.dispose();
+});

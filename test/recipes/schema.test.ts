@@ -80,7 +80,7 @@ stages:
   assert.equal(h.loss.temperature, 0.02);
   assert.equal(h.loss.false_negative_beta, 0.1);
   assert.equal(h.loss.hard_negatives, 8);
-  assert.equal(h.image_size, 336);
+  assert.equal(h.image_size, null); // the model's own (336 for the paper's CLIP towers)
   assert.equal(h.data.cap_per_subset, 50000);
   assert.equal(h.data.split, 'original');
 
