@@ -354,6 +354,91 @@ function normKernels(addon: NativeKernels): KernelConfig[] {
   ];
 }
 
+/**
+ * Copies the block `shape` from `src` (dims srcShape) at srcBegin into `dst` (dims dstShape) at dstBegin.
+ * Trailing dims that both tensors hold whole merge into one contiguous run, so the work is one
+ * memcpy-like copy per run; the cpu backend's slice and pad walk element by element through
+ * TensorBuffer.get (seconds per training step for RoPE's half-slices and the class-token slice).
+ */
+function copyBlock(
+  src: Float32Array,
+  srcShape: readonly number[],
+  srcBegin: readonly number[],
+  dst: Float32Array,
+  dstShape: readonly number[],
+  dstBegin: readonly number[],
+  shape: readonly number[],
+): void {
+  const rank = shape.length;
+  if (size(shape) === 0) return;
+  let k = rank - 1;
+  let run = 1;
+  while (k >= 0 && shape[k] === srcShape[k] && shape[k] === dstShape[k]) run *= shape[k--]!;
+  const srcStrides = new Array<number>(rank);
+  const dstStrides = new Array<number>(rank);
+  for (let d = rank - 1, a = 1, b = 1; d >= 0; d--) {
+    srcStrides[d] = a;
+    dstStrides[d] = b;
+    a *= srcShape[d]!;
+    b *= dstShape[d]!;
+  }
+  // dims 0..k-1 are walked; dim k (when there is one) is folded into the run
+  if (k >= 0) run *= shape[k]!;
+  let srcOff = 0;
+  let dstOff = 0;
+  for (let d = 0; d <= k; d++) {
+    srcOff += srcBegin[d]! * srcStrides[d]!;
+    dstOff += dstBegin[d]! * dstStrides[d]!;
+  }
+  const outer = k <= 0 ? 1 : size(shape.slice(0, k));
+  const idx = new Array<number>(Math.max(k, 0)).fill(0);
+  for (let i = 0; i < outer; i++) {
+    if (run >= 64) dst.set(src.subarray(srcOff, srcOff + run), dstOff);
+    else for (let j = 0; j < run; j++) dst[dstOff + j] = src[srcOff + j]!;
+    // odometer over dims 0..k-1
+    for (let d = k - 1; d >= 0; d--) {
+      srcOff += srcStrides[d]!;
+      dstOff += dstStrides[d]!;
+      if (++idx[d]! < shape[d]!) break;
+      srcOff -= shape[d]! * srcStrides[d]!;
+      dstOff -= shape[d]! * dstStrides[d]!;
+      idx[d] = 0;
+    }
+  }
+}
+
+/** Slice of a float32 tensor; contiguous slices keep the cpu kernel's zero-copy path. */
+function makeSlice(fallback: KernelFunc): KernelFunc {
+  return (args) => {
+    const { inputs, backend, attrs } = args as unknown as KernelArgs;
+    const x = inputs.x as TensorInfo;
+    if (x.dtype !== 'float32' || x.shape.length === 0) return fallback(args);
+    const [begin, sz] = tf.slice_util.parseSliceParams(x as unknown as tf.Tensor, attrs!.begin as number | number[], attrs!.size as number | number[]) as [number[], number[]];
+    tf.slice_util.assertParamsValid(x as unknown as tf.Tensor, begin, sz);
+    if (tf.slice_util.isSliceContinous(x.shape, begin, sz)) return fallback(args);
+    const out = alloc(size(sz));
+    copyBlock(f32(backend, x), x.shape, begin, out, sz, new Array<number>(sz.length).fill(0), sz);
+    return backend.makeTensorInfo(sz, 'float32', out);
+  };
+}
+
+/** Constant padding of a float32 tensor (also the gradient of Slice). */
+function makePad(fallback: KernelFunc): KernelFunc {
+  return (args) => {
+    const { inputs, backend, attrs } = args as unknown as KernelArgs;
+    const x = inputs.x as TensorInfo;
+    const paddings = attrs?.paddings as [number, number][] | undefined;
+    if (x.dtype !== 'float32' || !paddings || paddings.length !== x.shape.length || x.shape.length === 0) return fallback(args);
+    const before = paddings.map((p) => p[0]);
+    const outShape = x.shape.map((d, i) => paddings[i]![0] + d + paddings[i]![1]);
+    const c = Number(attrs?.constantValue ?? 0);
+    const out = alloc(size(outShape));
+    out.fill(c);
+    copyBlock(f32(backend, x), x.shape, new Array<number>(x.shape.length).fill(0), out, outShape, before, x.shape);
+    return backend.makeTensorInfo(outShape, 'float32', out);
+  };
+}
+
 /** GatherV2 with batchDims 0 on float32 params (embedding lookups); anything else goes to the cpu kernel. */
 function makeGather(addon: NativeKernels, fallback: KernelFunc): KernelFunc {
   return (args) => {
@@ -580,6 +665,8 @@ export function registerNativeBackend(addon: NativeKernels): void {
   override('Transpose', makeTranspose(addon, cpuFunc('Transpose')));
   REDUCE_OPS.forEach((name, op) => override(name, makeReduce(addon, op, cpuFunc(name))));
   override('GatherV2', makeGather(addon, cpuFunc('GatherV2')));
+  override('Slice', makeSlice(cpuFunc('Slice')));
+  override('PadV2', makePad(cpuFunc('PadV2')));
   override('UnsortedSegmentSum', makeSegmentSum(addon, cpuFunc('UnsortedSegmentSum')));
   tf.registerKernel({ kernelName: LOG_SOFTMAX_KERNEL, backendName: NATIVE_BACKEND, kernelFunc: makeRowKernel(addon.logSoftmax, 'x', null) });
   for (const k of [...normKernels(addon), ...attentionKernels(addon), ...crossEntropyKernels(addon)]) tf.registerKernel(k);
@@ -596,6 +683,8 @@ export const NATIVE_KERNELS = [
   ...REDUCE_OPS,
   'GatherV2',
   'UnsortedSegmentSum',
+  'Slice',
+  'PadV2',
   LOG_SOFTMAX_KERNEL,
   RMS_NORM_KERNEL,
   RMS_NORM_GRAD_KERNEL,
