@@ -30,6 +30,7 @@ import {
   type MmebDatasetInfo,
   META_TASKS,
   MMEB_IMAGE_DATASETS,
+  canonicalMmebName,
   findMmebDataset,
   mmebDatasets,
 } from './mmeb-datasets.js';
@@ -210,31 +211,71 @@ export interface DatasetScoreRow {
 
 export interface MmebSummary {
   readonly modelName: string;
+  /**
+   * Which datasets were expected: 'MMEB' for the 36, else the name of a custom catalog (e.g. the
+   * synthetic benchmark's, read from its manifest.json).
+   */
+  readonly benchmark: string;
   /** The per-dataset metric aggregated, e.g. "hit@1". */
   readonly metric: string;
-  /** All 36, in MMEB order. */
+  /** Every expected dataset (the 36, in MMEB order, or the catalog's), scored or not. */
   readonly datasets: readonly DatasetScoreRow[];
   readonly metaTasks: Readonly<Record<MetaTask, GroupScore>>;
   readonly ind: GroupScore;
   readonly ood: GroupScore;
-  /** Mean over all 36 datasets: the MMEB standard Overall. */
+  /** Mean over all expected datasets (for MMEB all 36: the MMEB standard Overall). */
   readonly overall: GroupScore;
   /** Mean of the four meta-task scores (present/expected count meta-tasks): the paper-style overall. */
   readonly fourCategoryMean: GroupScore;
   readonly missing: readonly { name: string; reason: string }[];
   readonly partial: readonly string[];
-  /** Scored datasets outside the 36, in percent (null when the metric is absent). */
+  /** Scored datasets outside the expected ones, in percent (null when the metric is absent). */
   readonly extra: readonly { name: string; score: number | null }[];
   readonly complete: boolean;
 }
 
-/** Aggregate one result on `metric` (default hit@1). */
-export function summarizeMmeb(result: MmebResult, metric: string = MMEB_MAIN_METRIC): MmebSummary {
-  const rows: DatasetScoreRow[] = MMEB_IMAGE_DATASETS.map((d) => {
-    const m = result.image.get(d.name);
+/**
+ * A set of expected datasets other than MMEB's 36, each with its meta-task and distribution: the
+ * synthetic benchmark (SynCls, SynVQA, ... and their -OOD twins) or any MMEB-shaped collection.
+ */
+export interface DatasetCatalog {
+  /** Shown in reports instead of "MMEB". */
+  readonly name: string;
+  readonly datasets: readonly MmebDatasetInfo[];
+}
+
+/** The catalog a result file carries in `metadata.dataset_catalog` (written by `unime eval mmeb` for non-MMEB data), if any. */
+export function catalogFromMetadata(metadata: Readonly<Record<string, unknown>>): DatasetCatalog | undefined {
+  const c = metadata.dataset_catalog;
+  if (!isPlainObject(c) || typeof c.name !== 'string' || !Array.isArray(c.datasets)) return undefined;
+  const datasets: MmebDatasetInfo[] = [];
+  for (const d of c.datasets) {
+    if (!isPlainObject(d) || typeof d.name !== 'string') return undefined;
+    if (!(META_TASKS as readonly unknown[]).includes(d.meta_task) || (d.distribution !== 'IND' && d.distribution !== 'OOD')) return undefined;
+    datasets.push({ name: d.name, metaTask: d.meta_task as MetaTask, distribution: d.distribution });
+  }
+  return { name: c.name, datasets };
+}
+
+/** A catalog as it is stored in `metadata.dataset_catalog`. */
+export function catalogMetadata(catalog: DatasetCatalog): Record<string, unknown> {
+  return { name: catalog.name, datasets: catalog.datasets.map((d) => ({ name: d.name, meta_task: d.metaTask, distribution: d.distribution })) };
+}
+
+/**
+ * Aggregate one result on `metric` (default hit@1) over MMEB's 36 datasets, or over `catalog`
+ * (default: the one the result's metadata carries, else MMEB's).
+ */
+export function summarizeMmeb(result: MmebResult, metric: string = MMEB_MAIN_METRIC, catalog?: DatasetCatalog): MmebSummary {
+  const cat = catalog ?? catalogFromMetadata(result.metadata);
+  const expected: readonly MmebDatasetInfo[] = cat ? cat.datasets : MMEB_IMAGE_DATASETS;
+  const lookup = (name: string) => result.image.get(canonicalMmebName(name) ?? name) ?? result.extra.get(name);
+  const statusOf = (name: string) => result.unavailable.get(canonicalMmebName(name) ?? name) ?? result.unavailable.get(name);
+  const rows: DatasetScoreRow[] = expected.map((d) => {
+    const m = lookup(d.name);
     const base = { name: d.name, metaTask: d.metaTask, distribution: d.distribution };
     if (!m) {
-      const status = result.unavailable.get(d.name);
+      const status = statusOf(d.name);
       return { ...base, score: null, partial: false, missingReason: status ? `marked ${status}` : 'not in the report' };
     }
     const v = m[metric];
@@ -243,28 +284,36 @@ export function summarizeMmeb(result: MmebResult, metric: string = MMEB_MAIN_MET
     return { ...base, score: v * 100, partial };
   });
   const byName = new Map(rows.map((r) => [r.name, r]));
+  const pick = (f: { metaTask?: MetaTask; distribution?: Distribution }) =>
+    expected.filter((x) => (f.metaTask === undefined || x.metaTask === f.metaTask) && (f.distribution === undefined || x.distribution === f.distribution));
   const group = (members: readonly MmebDatasetInfo[]): GroupScore => groupOf(members.map((d) => byName.get(d.name)!));
 
-  const metaTasks = Object.fromEntries(META_TASKS.map((t) => [t, group(mmebDatasets({ metaTask: t }))])) as Record<MetaTask, GroupScore>;
-  const overall = group(MMEB_IMAGE_DATASETS);
-  const taskMeans = META_TASKS.map((t) => metaTasks[t].mean).filter((x): x is number => x !== null);
+  const metaTasks = Object.fromEntries(META_TASKS.map((t) => [t, group(pick({ metaTask: t }))])) as Record<MetaTask, GroupScore>;
+  const overall = group(expected);
+  // A catalog without some meta-task leaves it out of the four-category mean rather than marking it missing.
+  const tasksExpected = META_TASKS.filter((t) => metaTasks[t].expected > 0);
+  const taskMeans = tasksExpected.map((t) => metaTasks[t].mean).filter((x): x is number => x !== null);
   const fourCategoryMean: GroupScore = {
     mean: taskMeans.length ? mean(taskMeans) : null,
-    complete: META_TASKS.every((t) => metaTasks[t].complete),
+    complete: tasksExpected.every((t) => metaTasks[t].complete),
     present: taskMeans.length,
-    expected: META_TASKS.length,
+    expected: tasksExpected.length,
     missing: overall.missing,
     partial: overall.partial,
   };
-  const extra = [...result.extra].map(([name, m]) => ({ name, score: m[metric] === undefined ? null : m[metric]! * 100 }));
+  const expectedNames = new Set(expected.map((d) => canonicalMmebName(d.name) ?? d.name));
+  const extra = [...result.image, ...result.extra]
+    .filter(([name]) => !expectedNames.has(name))
+    .map(([name, m]) => ({ name, score: m[metric] === undefined ? null : m[metric]! * 100 }));
   const modelName = typeof result.metadata.model_name === 'string' ? result.metadata.model_name : '(unnamed model)';
   return {
     modelName,
+    benchmark: cat ? cat.name : 'MMEB',
     metric,
     datasets: rows,
     metaTasks,
-    ind: group(mmebDatasets({ distribution: 'IND' })),
-    ood: group(mmebDatasets({ distribution: 'OOD' })),
+    ind: group(pick({ distribution: 'IND' })),
+    ood: group(pick({ distribution: 'OOD' })),
     overall,
     fourCategoryMean,
     missing: rows.filter((r) => r.score === null).map((r) => ({ name: r.name, reason: r.missingReason ?? 'missing' })),

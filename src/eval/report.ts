@@ -44,22 +44,31 @@ export function escapeMarkdown(s: string): string {
 // Rows shared by both formats
 
 interface SummaryLine {
-  label: string;
+  label: (s: MmebSummary) => string;
   pick: (s: MmebSummary) => GroupScore;
   unit: 'datasets' | 'meta-tasks';
 }
 
+// The labels count the expected datasets: 36 / 20 / 16 for MMEB, the catalog's counts otherwise.
 const SUMMARY_LINES: readonly SummaryLine[] = [
-  { label: 'Overall (mean of 36 datasets, MMEB standard)', pick: (s) => s.overall, unit: 'datasets' },
-  { label: 'IND (20 datasets)', pick: (s) => s.ind, unit: 'datasets' },
-  { label: 'OOD (16 datasets)', pick: (s) => s.ood, unit: 'datasets' },
-  ...META_TASKS.map((t): SummaryLine => ({ label: metaTaskLabel(t), pick: (s) => s.metaTasks[t], unit: 'datasets' })),
   {
-    label: 'Four-category mean (paper-style overall, not the MMEB standard)',
+    label: (s) => `Overall (mean of ${s.overall.expected} datasets${s.benchmark === 'MMEB' ? ', MMEB standard' : ''})`,
+    pick: (s) => s.overall,
+    unit: 'datasets',
+  },
+  { label: (s) => `IND (${s.ind.expected} datasets)`, pick: (s) => s.ind, unit: 'datasets' },
+  { label: (s) => `OOD (${s.ood.expected} datasets)`, pick: (s) => s.ood, unit: 'datasets' },
+  ...META_TASKS.map((t): SummaryLine => ({ label: () => metaTaskLabel(t), pick: (s) => s.metaTasks[t], unit: 'datasets' })),
+  {
+    label: (s) => `Four-category mean (paper-style overall${s.benchmark === 'MMEB' ? ', not the MMEB standard' : ''})`,
     pick: (s) => s.fourCategoryMean,
     unit: 'meta-tasks',
   },
 ];
+
+function resultsHeading(s: MmebSummary): string {
+  return s.benchmark === 'MMEB' ? 'MMEB image results' : `${s.benchmark} results`;
+}
 
 function metaTaskLabel(t: MetaTask): string {
   return META_TASK_SHORT[t] === t ? t : `${t} (${META_TASK_SHORT[t]})`;
@@ -87,7 +96,7 @@ export function formatDelta(from: number | null, to: number | null, decimals = 2
 function missingSentence(s: MmebSummary, esc: (x: string) => string): string | null {
   const parts: string[] = [];
   if (s.missing.length) {
-    parts.push(`${s.missing.length} of 36 datasets missing: ${s.missing.map((m) => `${esc(m.name)} (${esc(m.reason)})`).join(', ')}.`);
+    parts.push(`${s.missing.length} of ${s.datasets.length} datasets missing: ${s.missing.map((m) => `${esc(m.name)} (${esc(m.reason)})`).join(', ')}.`);
   }
   if (s.partial.length) parts.push(`Scored on only part of their rows: ${s.partial.map(esc).join(', ')}.`);
   if (!parts.length) return null;
@@ -112,7 +121,7 @@ export function markdownReport(summary: MmebSummary, options: ReportOptions = {}
   const dec = options.decimals ?? 2;
   const esc = escapeMarkdown;
   const out: string[] = [];
-  out.push(`# ${esc(options.title ?? `MMEB image results: ${summary.modelName}`)}`, '');
+  out.push(`# ${esc(options.title ?? `${resultsHeading(summary)}: ${summary.modelName}`)}`, '');
   out.push(metricNote(esc(summary.metric), dec), '');
   out.push(
     mdTable(
@@ -120,7 +129,7 @@ export function markdownReport(summary: MmebSummary, options: ReportOptions = {}
       ['l', 'r', 'r'],
       SUMMARY_LINES.map((l) => {
         const g = l.pick(summary);
-        return [l.label, groupCell(g, dec), `${g.present}/${g.expected} ${l.unit}`];
+        return [l.label(summary), groupCell(g, dec), `${g.present}/${g.expected} ${l.unit}`];
       }),
     ),
     '',
@@ -162,7 +171,7 @@ export function comparisonMarkdown(entries: readonly ComparisonEntry[], options:
     return row;
   };
   const out: string[] = [];
-  out.push(`# ${esc(options.title ?? `MMEB image results: ${entries.map((e) => e.label).join(' vs ')}`)}`, '');
+  out.push(`# ${esc(options.title ?? `${resultsHeading(entries[0]!.summary)}: ${entries.map((e) => e.label).join(' vs ')}`)}`, '');
   out.push(
     mdTable(
       ['Run', 'Model'],
@@ -177,7 +186,7 @@ export function comparisonMarkdown(entries: readonly ComparisonEntry[], options:
       header,
       align,
       SUMMARY_LINES.map((l) => [
-        l.label,
+        l.label(base.summary),
         ...cells((s) => {
           const g = l.pick(s);
           return { v: g.mean, text: groupCell(g, dec), complete: g.complete };
@@ -285,7 +294,8 @@ export function barChartSvg(title: string, series: readonly string[], groups: re
   return parts.join('\n');
 }
 
-function htmlPage(title: string, body: string): string {
+/** A whole self-contained page around `body` (the reports' inline CSS, no scripts). */
+export function htmlPage(title: string, body: string): string {
   return [
     '<!DOCTYPE html>',
     '<html lang="en">',
@@ -348,7 +358,7 @@ function chartsHtml(summaries: readonly MmebSummary[], series: readonly string[]
 /** A self-contained HTML page for one result. */
 export function htmlReport(summary: MmebSummary, options: ReportOptions = {}): string {
   const dec = options.decimals ?? 2;
-  const title = options.title ?? `MMEB image results: ${summary.modelName}`;
+  const title = options.title ?? `${resultsHeading(summary)}: ${summary.modelName}`;
   const body: string[] = [];
   body.push(`<h1>${escapeHtml(title)}</h1>`);
   body.push(`<p class="note">${escapeHtml(metricNote(summary.metric, dec))}</p>`);
@@ -360,7 +370,7 @@ export function htmlReport(summary: MmebSummary, options: ReportOptions = {}): s
       SUMMARY_LINES.map((l) => {
         const g = l.pick(summary);
         return [
-          { html: escapeHtml(l.label) },
+          { html: escapeHtml(l.label(summary)) },
           { html: escapeHtml(groupCell(g, dec)), num: true, cls: g.complete ? '' : 'incomplete' },
           { html: `${g.present}/${g.expected} ${l.unit}`, num: true },
         ];
@@ -393,10 +403,16 @@ export function htmlReport(summary: MmebSummary, options: ReportOptions = {}): s
 
 /** A self-contained HTML page comparing several results; deltas are against the first. */
 export function comparisonHtml(entries: readonly ComparisonEntry[], options: ReportOptions = {}): string {
+  const { title, body } = comparisonHtmlParts(entries, options);
+  return htmlPage(title, body);
+}
+
+/** The comparison's title and the HTML inside <body>, for pages that hold more (a run report). */
+export function comparisonHtmlParts(entries: readonly ComparisonEntry[], options: ReportOptions = {}): { title: string; body: string } {
   checkEntries(entries);
   const dec = options.decimals ?? 2;
   const base = entries[0]!;
-  const title = options.title ?? `MMEB image results: ${entries.map((e) => e.label).join(' vs ')}`;
+  const title = options.title ?? `${resultsHeading(entries[0]!.summary)}: ${entries.map((e) => e.label).join(' vs ')}`;
   const header = ['Score', escapeHtml(base.label)];
   for (const e of entries.slice(1)) header.push(escapeHtml(e.label), `Δ vs ${escapeHtml(base.label)}`);
   type Cell = { html: string; num?: boolean; cls?: string };
@@ -430,7 +446,7 @@ export function comparisonHtml(entries: readonly ComparisonEntry[], options: Rep
     htmlTable(
       header,
       SUMMARY_LINES.map((l) => [
-        { html: escapeHtml(l.label) },
+        { html: escapeHtml(l.label(base.summary)) },
         ...cells((s) => {
           const g = l.pick(s);
           return { v: g.mean, text: groupCell(g, dec), complete: g.complete };
@@ -458,7 +474,7 @@ export function comparisonHtml(entries: readonly ComparisonEntry[], options: Rep
       ]),
     ),
   );
-  return htmlPage(title, body.join('\n'));
+  return { title, body: body.join('\n') };
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -498,7 +514,13 @@ export async function writeComparisonReports(
 function checkEntries(entries: readonly ComparisonEntry[]): void {
   if (entries.length === 0) throw new UnimeError('a comparison needs at least one result', { fix: 'pass the results to compare, baseline first' });
   const metric = entries[0]!.summary.metric;
+  const names = entries[0]!.summary.datasets.map((d) => d.name).join('\n');
   for (const e of entries) {
+    if (e.summary.datasets.map((d) => d.name).join('\n') !== names) {
+      throw new UnimeError(`"${e.label}" is summarised over other datasets (${e.summary.benchmark}) than the baseline (${entries[0]!.summary.benchmark})`, {
+        fix: 'compare results of the same benchmark',
+      });
+    }
     if (e.summary.metric !== metric) {
       throw new UnimeError(`"${e.label}" is summarised on ${e.summary.metric}, the baseline on ${metric}`, {
         fix: 'summarise every result on the same metric before comparing',

@@ -1,0 +1,37 @@
+/**
+ * The evaluation's view of a checkpoint: a MultimodalEmbedder (base weights + the adapter chain
+ * merged in order) behind the small EvalModel interface of ./mmeb-eval.ts, and the identity the
+ * embedding cache keys it by.
+ */
+import { modelIdentity, type ModelIdentity } from './embed-cache.js';
+import type { EvalModel } from './mmeb-eval.js';
+
+export interface MllmEvalSettings {
+  maxLength: number;
+  imageToken: string;
+  /** null = the model's own input size. */
+  imageSize: number | null;
+}
+
+/** Load the model (the tfjs runtime must be initialised). The embedder module loads lazily: CLI startup stays fast. */
+export async function loadMllmEvalModel(modelDir: string, adapters: readonly string[], imageSize: number | null): Promise<EvalModel> {
+  const { MultimodalEmbedder } = await import('../models/mllm/embedder.js');
+  const embedder = await MultimodalEmbedder.load(modelDir, { adapters: [...adapters], imageSize });
+  return {
+    dim: embedder.dim,
+    embed: (inputs, options) => embedder.embed(inputs.map((x) => ({ text: x.text, image: x.image })), options),
+    dispose: () => embedder.dispose(),
+  };
+}
+
+/** What cached embeddings of this model depend on. */
+export function mllmEvalIdentity(modelDir: string, adapters: readonly string[], s: MllmEvalSettings): Promise<ModelIdentity> {
+  return modelIdentity(modelDir, adapters, {
+    embedder: 'mllm',
+    pooling: 'last',
+    normalize: true,
+    max_length: s.maxLength,
+    image_token: s.imageToken,
+    image_size: s.imageSize,
+  });
+}
