@@ -422,6 +422,28 @@ function makeSlice(fallback: KernelFunc): KernelFunc {
   };
 }
 
+/** SplitV of a float32 tensor (also the gradient of Concat), each piece copied as Slice does. */
+function makeSplit(fallback: KernelFunc): KernelFunc {
+  return (args) => {
+    const { inputs, backend, attrs } = args as unknown as KernelArgs;
+    const x = inputs.x as TensorInfo;
+    if (x.dtype !== 'float32' || x.shape.length === 0) return fallback(args);
+    const axis = tf.util.parseAxisParam(attrs!.axis as number, x.shape)[0]!;
+    const sizes = tf.backend_util.prepareSplitSize(x as unknown as tf.Tensor, attrs!.numOrSizeSplits as number | number[], axis);
+    const values = f32(backend, x);
+    const begin = new Array<number>(x.shape.length).fill(0);
+    const zero = begin.slice();
+    return sizes.map((s) => {
+      const shape = [...x.shape];
+      shape[axis] = s;
+      const out = alloc(size(shape));
+      copyBlock(values, x.shape, begin, out, shape, zero, shape);
+      begin[axis]! += s;
+      return backend.makeTensorInfo(shape, 'float32', out);
+    });
+  };
+}
+
 /** Constant padding of a float32 tensor (also the gradient of Slice). */
 function makePad(fallback: KernelFunc): KernelFunc {
   return (args) => {
@@ -667,6 +689,7 @@ export function registerNativeBackend(addon: NativeKernels): void {
   override('GatherV2', makeGather(addon, cpuFunc('GatherV2')));
   override('Slice', makeSlice(cpuFunc('Slice')));
   override('PadV2', makePad(cpuFunc('PadV2')));
+  override('SplitV', makeSplit(cpuFunc('SplitV')));
   override('UnsortedSegmentSum', makeSegmentSum(addon, cpuFunc('UnsortedSegmentSum')));
   tf.registerKernel({ kernelName: LOG_SOFTMAX_KERNEL, backendName: NATIVE_BACKEND, kernelFunc: makeRowKernel(addon.logSoftmax, 'x', null) });
   for (const k of [...normKernels(addon), ...attentionKernels(addon), ...crossEntropyKernels(addon)]) tf.registerKernel(k);
@@ -685,6 +708,7 @@ export const NATIVE_KERNELS = [
   'UnsortedSegmentSum',
   'Slice',
   'PadV2',
+  'SplitV',
   LOG_SOFTMAX_KERNEL,
   RMS_NORM_KERNEL,
   RMS_NORM_GRAD_KERNEL,
