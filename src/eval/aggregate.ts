@@ -305,6 +305,8 @@ export function summarizeMmeb(result: MmebResult, metric: string = MMEB_MAIN_MET
   const extra = [...result.image, ...result.extra]
     .filter(([name]) => !expectedNames.has(name))
     .map(([name, m]) => ({ name, score: m[metric] === undefined ? null : m[metric]! * 100 }));
+  // An unexpected dataset marked unavailable (e.g. its evaluation failed) is shown too, as missing.
+  for (const name of result.unavailable.keys()) if (!expectedNames.has(name)) extra.push({ name, score: null });
   const modelName = typeof result.metadata.model_name === 'string' ? result.metadata.model_name : '(unnamed model)';
   return {
     modelName,

@@ -21,11 +21,13 @@ export interface FakeCounters {
 export function fakeModel(opts: { dim?: number; onCall?: (call: number) => void } = {}): { counters: FakeCounters; load: () => Promise<EvalModel> } {
   const dim = opts.dim ?? 16;
   const counters: FakeCounters = { calls: 0, inputs: 0, loads: 0, disposed: 0, texts: [] };
+  // One bucket per word (and per image): texts sharing words are close, others near-orthogonal.
   const vec = (x: ModelInput): Float32Array => {
     const v = new Float32Array(dim);
     const add = (s: string, w: number) => {
       const h = createHash('sha256').update(s).digest();
-      for (let i = 0; i < dim; i++) v[i]! += w * ((h[i % 32]! / 255) - 0.5);
+      v[h.readUInt32LE(0) % dim]! += w;
+      v[h.readUInt32LE(4) % dim]! += 0.1 * w;
     };
     for (const word of x.text.toLowerCase().split(/[^a-z0-9]+/).filter(Boolean)) add(word, 1);
     if (x.image) add(createHash('sha256').update(x.image).digest('hex'), 2);
