@@ -1,11 +1,13 @@
 import type { Argv } from 'yargs';
-import { existsSync, statSync } from 'node:fs';
+import { existsSync, readFileSync, statSync } from 'node:fs';
 import * as path from 'node:path';
 import { handler, formatTable, formatCount } from './common.js';
 import { openCheckpoint } from '../io/checkpoint.js';
 import { readHfConfig, describeConfig } from '../io/hf-config.js';
 import { formatBytes } from '../util/format.js';
 import { UnimeError } from '../errors.js';
+import type { HfConfig } from '../io/hf-config.js';
+import { buildClipVisionConfig, buildSiglipVisionConfig, featureSelectionFromConfig } from '../models/vision/config.js';
 
 export const command = 'inspect <checkpoint>';
 export const describe = 'Show a checkpoint: architecture, dtypes, parameters, tensors';
@@ -72,6 +74,7 @@ export async function inspectCheckpoint(target: string): Promise<InspectReport> 
       dtypes,
       modules: [...groups.entries()].map(([name, v]) => ({ name, ...v })),
       metadata: ckpt.metadata ?? {},
+      assembly: config ? describeAssembly(config, tensors, dir, configPath) : null,
       tensors,
     };
   } finally {
@@ -89,7 +92,129 @@ export interface InspectReport {
   dtypes: Record<string, { tensors: number; bytes: number; params: number }>;
   modules: { name: string; tensors: number; params: number }[];
   metadata: Record<string, string>;
+  /** How a multimodal (LLaVA-family) checkpoint is put together; null for other checkpoints. */
+  assembly: AssemblyReport | null;
   tensors: { name: string; dtype: string; shape: number[]; numel: number; bytes: number }[];
+}
+
+export interface AssemblyReport {
+  modelType: string;
+  tower: { modelType: string; imageSize: number; patchSize: number; gridSize: number; hiddenSize: number; numLayers: number; prefix: string | null; params: number };
+  features: { layer: number | number[]; strategy: 'default' | 'full' };
+  projector: { activation: string; inDim: number; outDim: number; prefix: string | null; params: number };
+  decoder: { modelType: string | null; hiddenSize: number | null; numLayers: number | null; vocabSize: number | null; prefix: string | null; params: number; lmHeadParams: number };
+  /** Image tokens per image (null: depends on the image, anyres tiling). */
+  imageTokens: number | null;
+  imageTokenId: number | null;
+  /** The tokenizer's text for the image token, when a tokenizer config is beside the weights. */
+  imageToken: string | null;
+  /** Why part of the description is missing (a config field the loader would also refuse). */
+  problem?: string;
+}
+
+/** LLaVA-family model types and the vision tower their vision_config defaults to (transformers). */
+const LLAVA_FAMILY: Record<string, string> = { llava: 'clip_vision_model', llava_next: 'clip_vision_model', llava_onevision: 'siglip_vision_model' };
+const TOWER_PREFIXES = ['model.vision_tower.vision_model.', 'vision_tower.vision_model.', 'model.vision_tower.', 'vision_tower.'];
+const PROJECTOR_PREFIXES = ['model.multi_modal_projector.', 'multi_modal_projector.'];
+const DECODER_PREFIXES = ['model.language_model.', 'language_model.model.', 'language_model.'];
+
+function imageTokenText(dir: string, id: number): string | null {
+  try {
+    const cfg = JSON.parse(readFileSync(path.join(dir, 'tokenizer_config.json'), 'utf8')) as { added_tokens_decoder?: Record<string, { content?: string }> };
+    const c = cfg.added_tokens_decoder?.[String(id)]?.content;
+    if (typeof c === 'string') return c;
+  } catch {
+    // no tokenizer_config.json: try tokenizer.json
+  }
+  try {
+    const tok = JSON.parse(readFileSync(path.join(dir, 'tokenizer.json'), 'utf8')) as { added_tokens?: { id: number; content: string }[] };
+    return tok.added_tokens?.find((t) => t.id === id)?.content ?? null;
+  } catch {
+    return null;
+  }
+}
+
+/** Tower, feature selection, projector, decoder and image tokens of a LLaVA-family checkpoint, from its config and tensor names. */
+export function describeAssembly(cfg: HfConfig, tensors: readonly { name: string; numel: number }[], dir: string, configFile: string): AssemblyReport | null {
+  const type = cfg.model_type ?? undefined;
+  if (type === undefined || !(type in LLAVA_FAMILY)) return null;
+  const vcfg = (cfg.vision_config ?? {}) as HfConfig;
+  const vtype = vcfg.model_type ?? LLAVA_FAMILY[type]!;
+  const src = { file: configFile, fieldPrefix: 'vision_config.' };
+  let problem: string | undefined;
+  let vision;
+  let features: AssemblyReport['features'] = { layer: -2, strategy: 'default' };
+  try {
+    vision = vtype === 'siglip_vision_model' ? buildSiglipVisionConfig(vcfg, src) : buildClipVisionConfig(vcfg, src);
+    features = featureSelectionFromConfig(cfg, configFile);
+  } catch (e) {
+    problem = (e as Error).message;
+  }
+  const prefixOf = (candidates: string[]) => candidates.find((p) => tensors.some((t) => t.name.startsWith(p))) ?? null;
+  const paramsUnder = (prefix: string | null) => (prefix === null ? 0 : tensors.reduce((n, t) => n + (t.name.startsWith(prefix) ? t.numel : 0), 0));
+  const towerPrefix = prefixOf(TOWER_PREFIXES);
+  const projectorPrefix = prefixOf(PROJECTOR_PREFIXES);
+  const decoderPrefix = prefixOf(DECODER_PREFIXES);
+  const tcfg = (cfg.text_config ?? {}) as HfConfig;
+  const num = (v: unknown) => (typeof v === 'number' ? v : null);
+  const layers = Array.isArray(features.layer) ? features.layer.length : 1;
+  const textHidden = num(tcfg.hidden_size);
+  const lmHead = decoderPrefix === 'language_model.model.' ? 'language_model.lm_head.' : 'lm_head.';
+  const imageTokenId = num(cfg.image_token_index ?? cfg.image_token_id ?? (type === 'llava' ? 32000 : undefined));
+  let imageTokens: number | null = null;
+  if (type === 'llava' && vision) imageTokens = vision.gridSize * vision.gridSize + (features.strategy === 'full' && vision.classToken ? 1 : 0);
+  const report: AssemblyReport = {
+    modelType: type,
+    tower: {
+      modelType: vision?.modelType ?? vtype,
+      imageSize: vision?.imageSize ?? 0,
+      patchSize: vision?.patchSize ?? 0,
+      gridSize: vision?.gridSize ?? 0,
+      hiddenSize: vision?.hiddenSize ?? 0,
+      numLayers: vision?.numLayers ?? 0,
+      prefix: towerPrefix,
+      params: paramsUnder(towerPrefix),
+    },
+    features,
+    projector: {
+      activation: typeof cfg.projector_hidden_act === 'string' ? cfg.projector_hidden_act : 'gelu',
+      inDim: (vision?.hiddenSize ?? 0) * layers,
+      outDim: textHidden ?? 0,
+      prefix: projectorPrefix,
+      params: paramsUnder(projectorPrefix),
+    },
+    decoder: {
+      modelType: typeof tcfg.model_type === 'string' ? tcfg.model_type : null,
+      hiddenSize: textHidden,
+      numLayers: num(tcfg.num_hidden_layers),
+      vocabSize: num(tcfg.vocab_size),
+      prefix: decoderPrefix,
+      params: paramsUnder(decoderPrefix),
+      lmHeadParams: paramsUnder(lmHead),
+    },
+    imageTokens,
+    imageTokenId,
+    imageToken: imageTokenId === null ? null : imageTokenText(dir, imageTokenId),
+  };
+  if (problem !== undefined) report.problem = problem;
+  return report;
+}
+
+function renderAssembly(a: AssemblyReport, kv: (k: string, v: string) => void): void {
+  const name = a.modelType === 'llava' ? 'LLaVA' : a.modelType === 'llava_next' ? 'LLaVA-NeXT' : 'LLaVA-OneVision';
+  kv('assembly', `${name}: vision tower -> multi_modal_projector -> ${a.decoder.modelType ?? '?'} decoder`);
+  const at = (p: string | null) => (p === null ? 'no tensors found' : `under ${p}`);
+  const t = a.tower;
+  kv('  tower', `${t.modelType}, ${t.imageSize}x${t.imageSize} images, patch ${t.patchSize} (${t.gridSize}x${t.gridSize} grid), hidden ${t.hiddenSize}, ${t.numLayers} layers; ${formatCount(t.params)} params ${at(t.prefix)}`);
+  const layer = Array.isArray(a.features.layer) ? `[${a.features.layer.join(', ')}] concatenated` : String(a.features.layer);
+  kv('  features', `hidden_states ${layer}, strategy ${a.features.strategy}${a.features.strategy === 'default' ? ' (class token dropped)' : ''}`);
+  const p = a.projector;
+  kv('  projector', `${p.inDim} -> ${p.outDim} -> ${p.outDim} (${p.activation}); ${formatCount(p.params)} params ${at(p.prefix)}`);
+  const d = a.decoder;
+  kv('  decoder', `${d.modelType ?? '?'}, hidden ${d.hiddenSize ?? '?'}, ${d.numLayers ?? '?'} layers, vocab ${d.vocabSize ?? '?'}; ${formatCount(d.params)} params ${at(d.prefix)}${d.lmHeadParams ? ` + lm_head ${formatCount(d.lmHeadParams)}` : ''}`);
+  const token = a.imageTokenId === null ? '' : ` (${a.imageToken ?? 'token'} id ${a.imageTokenId})`;
+  kv('  image', a.imageTokens === null ? `tokens per image depend on the image size (anyres tiling)${token}` : `${a.imageTokens} tokens per image${token}`);
+  if (a.problem) kv('  problem', a.problem.split('\n')[0]!);
 }
 
 const plural = (n: number, w: string) => `${n.toLocaleString('en-US')} ${w}${n === 1 ? '' : 's'}`;
@@ -126,6 +251,7 @@ export function renderInspect(r: InspectReport, opts: { filter?: string; limit?:
   kv('parameters', `${formatCount(r.parameters)} (${r.parameters.toLocaleString('en-US')}) in ${plural(r.tensors.length, 'tensor')}`);
   kv('dtypes', Object.entries(r.dtypes).map(([d, v]) => `${d}: ${plural(v.tensors, 'tensor')}, ${formatBytes(v.bytes)}`).join('; ') || '(no tensors)');
   kv('tensor data', formatBytes(r.tensorBytes));
+  if (r.assembly) renderAssembly(r.assembly, kv);
   const meta = Object.entries(r.metadata);
   if (meta.length) kv('metadata', meta.map(([k, v]) => `${k}=${v.length > 60 ? v.slice(0, 57) + '...' : v}`).join(', '));
   out.push('');
