@@ -5,5 +5,6 @@
 export async function loadEngines(): Promise<void> {
   await import('../train/teacher-embed.js');
   await import('../train/unime-distill.js');
+  await import('../eval/engine.js');
   await import('../train/unime-hardneg.js');
 }

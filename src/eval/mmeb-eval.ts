@@ -411,7 +411,7 @@ export function summaryTable(s: MmebSummary, runs: readonly DatasetRun[] = []): 
   const cell = (v: number | null) => (v === null ? 'missing' : formatScore(v));
   const rows = s.datasets.map((d) => {
     const r = byName.get(d.name);
-    return [d.name, META_TASK_SHORT[d.metaTask], d.distribution, d.score === null ? (d.missingReason ?? 'missing') : formatScore(d.score), r ? fmtRate(r.embeddings_per_second) : ''];
+    return [d.name, META_TASK_SHORT[d.metaTask], d.distribution, d.score === null ? 'missing' : formatScore(d.score), r ? fmtRate(r.embeddings_per_second) : ''];
   });
   for (const e of s.extra) rows.push([e.name, '-', '-', cell(e.score) + ' (not averaged)', fmtRate(byName.get(e.name)?.embeddings_per_second ?? null)]);
   const g = (x: GroupScore) => (x.mean === null ? 'n/a' : formatScore(x.mean) + (x.complete ? '' : ' (incomplete)')) + `  [${x.present}/${x.expected}]`;
@@ -428,7 +428,11 @@ export function summaryTable(s: MmebSummary, runs: readonly DatasetRun[] = []): 
     '',
     textTable(['Aggregate', 'Score'], agg, []),
   ];
-  if (s.missing.length) out.push('', `Missing (${s.missing.length} of ${s.datasets.length}, not averaged): ${s.missing.map((m) => `${m.name} (${m.reason})`).join(', ')}`);
+  if (s.missing.length) {
+    const byReason = new Map<string, string[]>();
+    for (const m of s.missing) byReason.set(m.reason, [...(byReason.get(m.reason) ?? []), m.name]);
+    out.push('', `Missing (${s.missing.length} of ${s.datasets.length}, not averaged): ${[...byReason].map(([r, names]) => `${r}: ${names.join(', ')}`).join('; ')}`);
+  }
   return out.join('\n') + '\n';
 }
 

@@ -189,7 +189,7 @@ test('a dataset that fails (missing image) is reported as failed and marked in m
   assert.equal(o.summary.extra.length, 1);
   assert.equal(o.summary.extra[0]!.name, 'N24News');
   assert.match(o.table, /N24News\s+-\s+-\s+[0-9.]+ \(not averaged\)/);
-  assert.match(o.table, /Missing \(10 of 10, not averaged\): SynCls \(marked EVAL_ERROR\)/);
+  assert.match(o.table, /Missing \(10 of 10, not averaged\): marked EVAL_ERROR: SynCls; not in the report: SynVQA, /);
   const e = failedDatasetsError(o);
   assert.ok(e instanceof UnimeError);
   assert.match(e.message, /1 of 2 datasets failed: SynCls/);

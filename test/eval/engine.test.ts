@@ -1,0 +1,151 @@
+import { test, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { existsSync, promises as fsp, readFileSync } from 'node:fs';
+import * as path from 'node:path';
+import { tempDir } from '../helpers.js';
+import { NotImplementedYetError, UnimeError } from '../../src/errors.js';
+import { parseRecipe, runRecipe } from '../../src/recipes/index.js';
+import { attachStageRunner } from '../../src/recipes/registry.js';
+import { makeEvalStageRunner, EVAL_CACHE_DIR } from '../../src/eval/engine.js';
+import { RESULT_FILE, SUMMARY_FILE } from '../../src/eval/mmeb-eval.js';
+import { generateSynthetic } from '../../tools/synth/generate.js';
+import { makeTinyEmbedder } from '../models/embedder-fixture.js';
+import { fakeModel, quietLog, textRows, writeTextOnlyEvalSet, WORDS } from './eval-fixtures.js';
+
+let dir: string;
+let cleanup: () => Promise<void>;
+let synth: string;
+let model: string;
+let textRoot: string;
+before(async () => {
+  ({ dir, cleanup } = await tempDir('unime-eval-stage-'));
+  synth = path.join(dir, 'synthetic');
+  await generateSynthetic({ out: synth, seed: 0, size: 'tiny' });
+  model = await makeTinyEmbedder(path.join(dir, 'model'), { seed: 3 });
+  textRoot = await writeTextOnlyEvalSet(path.join(dir, 'text-eval'), { N24News: textRows(WORDS, 'news'), 'VisualNews_t2i': textRows(WORDS.slice(0, 6), 'photo') });
+});
+after(() => cleanup());
+
+const quiet = () => ({ info: (_: string) => {}, warn: (_: string) => {} });
+
+function recipe(name: string, stage: string): string {
+  return `name: ${name}
+output_dir: ${JSON.stringify(path.join(dir, 'runs', name))}
+stages:
+${stage}`;
+}
+
+test('eval stage, suite mmeb, on the tiny synthetic benchmark with a fake model: results, reports, stage.json; a forced rerun embeds nothing', async () => {
+  const fake = fakeModel();
+  const detach = attachStageRunner('eval', makeEvalStageRunner({ loadModel: fake.load }));
+  try {
+    const text = recipe(
+      'syn',
+      `  - name: eval
+    kind: eval
+    suite: mmeb
+    model: ${JSON.stringify(model)}
+    data:
+      root: ${JSON.stringify(path.join(synth, 'mmeb-eval'))}
+    batch_size: 4
+    max_length: 32
+`,
+    );
+    const log = quietLog();
+    const report = await runRecipe(parseRecipe(text, { file: 'syn.yaml', env: {} }), { log });
+    const st = report.stages[0]! as { status: string; result?: Record<string, unknown>; outputDir: string };
+    assert.equal(st.status, 'ran');
+    const r = st.result!;
+    assert.equal(r.benchmark, 'Synthetic MMEB');
+    assert.equal(typeof r.overall, 'number');
+    assert.equal(typeof r.ind, 'number');
+    assert.equal(typeof r.ood, 'number');
+    assert.deepEqual(Object.keys(r.meta_tasks as object), ['Classification', 'VQA', 'Retrieval', 'Grounding']);
+    assert.equal(r.complete, true);
+    assert.ok((r.embeddings_per_second as number) > 0);
+    assert.equal(r.embedded, fake.counters.inputs);
+    for (const f of [RESULT_FILE, SUMMARY_FILE, 'mmeb-report.md', 'mmeb-report.html', 'stage.json']) assert.ok(existsSync(path.join(st.outputDir, f)), f);
+    assert.ok(existsSync(path.join(st.outputDir, EVAL_CACHE_DIR)));
+    const marker = JSON.parse(readFileSync(path.join(st.outputDir, 'stage.json'), 'utf8'));
+    assert.equal(marker.result.overall, r.overall);
+    // The printed table went to the log.
+    assert.ok(log.lines.some((l) => /^Synthetic MMEB results: /.test(l)));
+    assert.ok(log.lines.some((l) => /^IND\s+[0-9.]+\s+\[5\/5\]/.test(l)), log.lines.join('\n'));
+
+    const again = fakeModel();
+    detach();
+    const detach2 = attachStageRunner('eval', makeEvalStageRunner({ loadModel: again.load }));
+    try {
+      const re = await runRecipe(parseRecipe(text, { file: 'syn.yaml', env: {} }), { log: quiet(), force: true });
+      const rr = (re.stages[0] as { result?: Record<string, unknown> }).result!;
+      assert.equal(again.counters.loads, 0);
+      assert.equal(rr.embedded, 0);
+      assert.equal(rr.overall, r.overall);
+    } finally {
+      detach2();
+    }
+  } finally {
+    detach();
+  }
+});
+
+test('eval stage with the real embedder: a text-only decoder checkpoint on a text-only MMEB-eval folder (two datasets)', async () => {
+  await import('../../src/eval/engine.js'); // attaches the default runner
+  const text = recipe(
+    'real',
+    `  - name: eval
+    kind: eval
+    suite: mmeb
+    model: ${JSON.stringify(model)}
+    data:
+      root: ${JSON.stringify(textRoot)}
+    datasets: [N24News, VisualNews_t2i]
+    batch_size: 5
+    max_length: 24
+`,
+  );
+  const report = await runRecipe(parseRecipe(text, { file: 'real.yaml', env: {} }), { log: quiet() });
+  const st = report.stages[0]! as { result?: Record<string, unknown>; outputDir: string };
+  const r = st.result!;
+  assert.equal(r.benchmark, 'MMEB');
+  assert.equal(r.complete, false);
+  assert.equal((r.missing as string[]).length, 34);
+  assert.ok((r.embeddings_per_second as number) > 0);
+  // 8 + 6 queries (the 6 of VisualNews_t2i repeat N24News's: embedded once), 8 + 6 candidates.
+  assert.equal(r.embedded, 22);
+  assert.equal(r.cached, 6);
+  const json = JSON.parse(readFileSync(path.join(st.outputDir, RESULT_FILE), 'utf8'));
+  for (const d of ['N24News', 'VisualNews_t2i']) {
+    const m = json.metrics.image[d];
+    assert.ok(m['hit@1'] >= 0 && m['hit@1'] <= 1);
+    assert.equal(m.num_data, d === 'N24News' ? 8 : 6);
+  }
+  const md = readFileSync(path.join(st.outputDir, 'mmeb-report.md'), 'utf8');
+  assert.match(md, /\*\*Incomplete\.\*\* 34 of 36 datasets missing/);
+});
+
+test('eval stage: other suites are not in this build (exit-3 error naming the suite); a bad init_from and a bad data root are errors naming them', async () => {
+  await import('../../src/eval/engine.js');
+  const stage = (extra: string, root = textRoot) => `  - name: eval
+    kind: eval
+    suite: ${extra}
+    model: ${JSON.stringify(model)}
+    data:
+      root: ${JSON.stringify(root)}
+`;
+  await assert.rejects(
+    runRecipe(parseRecipe(recipe('other', stage('sugarcrepe')), { file: 'other.yaml', env: {} }), { log: quiet() }),
+    (e: unknown) => e instanceof NotImplementedYetError && /eval suite "sugarcrepe" is not in this build/.test(e.message),
+  );
+  const noAdapter = path.join(dir, 'no-adapter');
+  await fsp.mkdir(noAdapter);
+  await assert.rejects(
+    runRecipe(parseRecipe(recipe('bad-init', stage('mmeb') + `    init_from: ${JSON.stringify(noAdapter)}\n`), { file: 'b.yaml', env: {} }), { log: quiet() }),
+    (e: unknown) => e instanceof UnimeError && e.message.includes(noAdapter) && /holds no LoRA adapter/.test(e.message),
+  );
+  const nowhere = path.join(dir, 'no-such-data');
+  await assert.rejects(
+    runRecipe(parseRecipe(recipe('bad-data', stage('mmeb', nowhere)), { file: 'c.yaml', env: {} }), { log: quiet() }),
+    (e: unknown) => e instanceof UnimeError && e.message.includes(nowhere),
+  );
+});
