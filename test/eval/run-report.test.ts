@@ -1,0 +1,92 @@
+import { test, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { existsSync, promises as fsp, readFileSync } from 'node:fs';
+import * as path from 'node:path';
+import { tempDir } from '../helpers.js';
+import { catalogMetadata, createMmebResult, writeMmebReport, type DatasetCatalog } from '../../src/eval/aggregate.js';
+import { writeRunReport } from '../../src/eval/run-report.js';
+import { RESULT_FILE } from '../../src/eval/mmeb-eval.js';
+
+let dir: string;
+let cleanup: () => Promise<void>;
+before(async () => ({ dir, cleanup } = await tempDir('unime-run-report-')));
+after(() => cleanup());
+
+const CATALOG: DatasetCatalog = {
+  name: 'Synthetic MMEB',
+  datasets: [
+    { name: 'SynCls', metaTask: 'Classification', distribution: 'IND' },
+    { name: 'SynVQA', metaTask: 'VQA', distribution: 'IND' },
+    { name: 'SynRet-t2i', metaTask: 'Retrieval', distribution: 'IND' },
+    { name: 'SynGrd', metaTask: 'Grounding', distribution: 'IND' },
+    { name: 'SynCls-OOD', metaTask: 'Classification', distribution: 'OOD' },
+    { name: 'SynGrd-OOD', metaTask: 'Grounding', distribution: 'OOD' },
+  ],
+};
+
+async function evalStage(label: string, scores: Record<string, number>): Promise<{ label: string; dir: string }> {
+  const d = path.join(dir, 'run', label);
+  const metrics = Object.fromEntries(Object.entries(scores).map(([k, v]) => [k, { 'hit@1': v, num_pred: 8, num_data: 8 }]));
+  await writeMmebReport(path.join(d, RESULT_FILE), createMmebResult(`model ${label}`, metrics, { dataset_catalog: catalogMetadata(CATALOG) }));
+  return { label, dir: d };
+}
+
+async function trainStage(label: string, losses: number[]): Promise<{ label: string; dir: string }> {
+  const d = path.join(dir, 'run', label);
+  await fsp.mkdir(d, { recursive: true });
+  const lines = losses.map((loss, i) => JSON.stringify({ step: i + 1, loss, lr: 1e-4, grad_norm: 1 })).join('\n') + '\n{"step": 9, "lo';
+  await fsp.writeFile(path.join(d, 'metrics.jsonl'), lines);
+  return { label, dir: d };
+}
+
+test('writeRunReport: base vs stage 1 vs stage 2 per meta-task, IND, OOD, overall with deltas, and each training stage\'s loss curve', async () => {
+  const all = (v: number) => Object.fromEntries(CATALOG.datasets.map((d) => [d.name, v]));
+  const base = await evalStage('base', all(0.25));
+  const s1 = await evalStage('eval-stage1', { ...all(0.5), 'SynGrd-OOD': 0.75 });
+  const { 'SynVQA': _dropped, ...partial } = all(0.875);
+  const s2 = await evalStage('eval-stage2', partial);
+  const missingEval = { label: 'eval-never-ran', dir: path.join(dir, 'run', 'eval-never-ran') };
+  const t1 = await trainStage('distill', [2.0, 1.5, 1.2, 1.0]);
+  const t2 = await trainStage('hardneg', [3.0, 2.5, 1.0]);
+  const t3 = { label: 'empty', dir: path.join(dir, 'run', 'empty') };
+
+  const runDir = path.join(dir, 'run');
+  const files = await writeRunReport(runDir, [base, s1, s2, missingEval], [t1, t2, t3]);
+  assert.equal(files.markdown, path.join(runDir, 'report.md'));
+  assert.equal(files.svgs.length, 2);
+  for (const f of files.svgs) assert.ok(existsSync(f));
+
+  const md = readFileSync(files.markdown, 'utf8');
+  assert.match(md, /^# Run report: run$/m);
+  assert.match(md, /^## Evaluation$/m);
+  assert.match(md, /^## Synthetic MMEB results: base vs eval-stage1 vs eval-stage2$/m);
+  // Overall: base 25, stage 1 (5*50 + 75)/6 = 54.17, stage 2 87.5 over 5 of 6 (incomplete).
+  assert.match(md, /\| Overall \(mean of 6 datasets\) \| 25\.00 \| 54\.17 \| \+29\.17 \| 87\.50 \(incomplete\) \| \+62\.50 \(incomplete\) \|/);
+  assert.match(md, /\| IND \(4 datasets\) \| 25\.00 \| 50\.00 \| \+25\.00 \|/);
+  assert.match(md, /\| OOD \(2 datasets\) \| 25\.00 \| 62\.50 \| \+37\.50 \|/);
+  assert.match(md, /\| Grounding \(Grd\) \| 25\.00 \| 62\.50 \| \+37\.50 \|/);
+  assert.match(md, /\| VQA \| 25\.00 \| 50\.00 \| \+25\.00 \| n\/a \| n\/a \(incomplete\) \|/);
+  assert.match(md, /\*\*eval-stage2 is incomplete\.\*\* 1 of 6 datasets missing: SynVQA/);
+  assert.match(md, /Eval stage "eval-never-ran" has no results/);
+  assert.match(md, /Training stage "empty" has no logged steps/);
+  assert.match(md, /\| distill \| 4 \| 4 \| 2 \| 1 \| 1 \|/);
+  assert.match(md, /\| hardneg \| 3 \| 3 \| 3 \| 1 \| 1 \|/);
+  assert.match(md, /!\[loss: distill\]\(report-loss-1-distill\.svg\)/);
+
+  const html = readFileSync(files.html, 'utf8');
+  assert.match(html, /^<!DOCTYPE html>/);
+  assert.match(html, /<h1>Run report: run<\/h1>/);
+  assert.match(html, /<h2>Synthetic MMEB results: base vs eval-stage1 vs eval-stage2<\/h2>/);
+  assert.equal((html.match(/<polyline class="curve" data-points="4"/g) ?? []).length, 1);
+  assert.equal((html.match(/<polyline class="curve" data-points="3"/g) ?? []).length, 1);
+  assert.match(html, /empty: no logged steps/);
+  assert.doesNotMatch(html, /<script/);
+});
+
+test('writeRunReport with no results and no training stages still writes both files, saying so', async () => {
+  const runDir = path.join(dir, 'bare');
+  await fsp.mkdir(runDir);
+  const files = await writeRunReport(runDir, [], []);
+  assert.match(readFileSync(files.markdown, 'utf8'), /No eval stage has results yet\.[\s\S]*No training stages\./);
+  assert.match(readFileSync(files.html, 'utf8'), /No eval stage has results yet/);
+});
