@@ -149,3 +149,42 @@ test('eval stage: other suites are not in this build (exit-3 error naming the su
     (e: unknown) => e instanceof UnimeError && e.message.includes(nowhere),
   );
 });
+
+test('eval stage with the tiny LLaVA fixture on the synthetic benchmark (images from images.zip); init_from merges a stage\'s adapter and is another cache identity', async () => {
+  await import('../../src/eval/engine.js');
+  const { fixture } = await import('../helpers.js');
+  const { loadLlava } = await import('../../src/models/mllm/llava.js');
+  const { applyLora, saveLoraAdapter } = await import('../../src/models/peft/index.js');
+  const { tf } = await import('../../src/runtime/tf.js');
+  const llava = fixture('llava', 'llava-tiny-full');
+  const trained = path.join(dir, 'trained-stage');
+  const m = await loadLlava(llava);
+  try {
+    const adapter = applyLora(m.decoder, { r: 2, alpha: 4, targetModules: ['q_proj', 'v_proj'] });
+    for (const l of adapter.layers) l.loraB.assign(tf.randomNormal(l.loraB.shape, 0, 0.3, 'float32', 11));
+    await saveLoraAdapter(path.join(trained, 'adapter'), m.decoder);
+  } finally {
+    m.dispose();
+  }
+  const stage = (name: string, initFrom: string | null) => `  - name: ${name}
+    kind: eval
+    suite: mmeb
+    model: ${JSON.stringify(llava)}
+${initFrom ? `    init_from: ${JSON.stringify(initFrom)}\n` : ''}    data:
+      root: ${JSON.stringify(synth)}
+    datasets: [SynCls, SynRet-i2t-OOD]
+    batch_size: 8
+    max_length: 64
+`;
+  const report = await runRecipe(parseRecipe(recipe('llava', stage('base', null) + stage('tuned', trained)), { file: 'llava.yaml', env: {} }), { log: quiet() });
+  const [base, tuned] = report.stages.map((s) => (s as { result?: Record<string, unknown> }).result!);
+  assert.equal(base!.benchmark, 'Synthetic MMEB');
+  assert.deepEqual(tuned!.adapters, [path.join(trained, 'adapter')]);
+  assert.ok((base!.embedded as number) > 0 && tuned!.embedded === base!.embedded);
+  assert.ok((base!.embeddings_per_second as number) > 0);
+  const read = (s: unknown) => JSON.parse(readFileSync(path.join((s as { outputDir: string }).outputDir, RESULT_FILE), 'utf8'));
+  const [jb, jt] = [read(report.stages[0]), read(report.stages[1])];
+  assert.deepEqual(Object.keys(jb.metrics.image), ['SynCls', 'SynRet-i2t-OOD']);
+  assert.equal(jb.metrics.image.SynCls.num_data, 8);
+  assert.deepEqual(jt.metadata.adapters, [path.join(trained, 'adapter')]);
+});
