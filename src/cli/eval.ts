@@ -5,7 +5,7 @@ import { notInThisBuild } from './later.js';
 import { readMmebReport, summarizeMmeb, MMEB_MAIN_METRIC } from '../eval/aggregate.js';
 import { markdownReport, comparisonMarkdown, writeResultReports, writeComparisonReports } from '../eval/report.js';
 import { UnimeError } from '../errors.js';
-import { failedDatasetsError, runMmebEval } from '../eval/mmeb-eval.js';
+import { EvalInterrupted, failedDatasetsError, runMmebEval } from '../eval/mmeb-eval.js';
 
 export const SUITES = ['mmeb', 'retrieval', 'sugarcrepe', 'zeroshot'] as const;
 
@@ -80,6 +80,14 @@ async function runMmebCommand(a: MmebArgs): Promise<void> {
   const imageSize = a.imageSize ?? null;
   const settings = { maxLength: a.maxLength, imageToken: a.imageToken, imageSize };
   const log = { info: (m: string) => process.stderr.write(m + '\n'), warn: (m: string) => process.stderr.write(`warning: ${m}\n`) };
+  // First Ctrl-C: stop after the current batch and flush the cache; a second one exits at once.
+  const stop = new AbortController();
+  const onSigint = () => {
+    if (stop.signal.aborted) process.exit(130);
+    process.stderr.write('\ninterrupted: finishing the current batch and saving the embedding cache (Ctrl-C again to quit at once)\n');
+    stop.abort();
+  };
+  process.on('SIGINT', onSigint);
   const outcome = await runMmebEval({
     dataRoot: a.data,
     datasets: datasets && datasets.length ? datasets : 'all',
@@ -98,7 +106,16 @@ async function runMmebCommand(a: MmebArgs): Promise<void> {
     log,
     progressEverySeconds: a.progressEvery,
     metadata: { model_dir: modelDir, adapters },
-  });
+    signal: stop.signal,
+  })
+    .catch((e: unknown) => {
+      if (!(e instanceof EvalInterrupted)) throw e;
+      process.stderr.write(`${e.message}\n`);
+      process.exitCode = 130;
+      return null;
+    })
+    .finally(() => process.off('SIGINT', onSigint));
+  if (outcome === null) return;
   process.stdout.write(outcome.table);
   const eps = outcome.embeddings_per_second;
   process.stderr.write(

@@ -85,6 +85,8 @@ export interface MmebEvalOptions {
   progressEverySeconds?: number;
   /** Extra metadata for mmeb.json. */
   metadata?: Record<string, unknown>;
+  /** Stops the run between embed calls (Ctrl-C): what was embedded is flushed to the cache first. */
+  signal?: AbortSignal;
 }
 
 export interface DatasetRun {
@@ -205,6 +207,7 @@ export async function runMmebEval(o: MmebEvalOptions): Promise<MmebEvalOutcome> 
   const rewrite = (text: string) => (imageToken === 'auto' ? text : text.split(MMEB_IMAGE_MARKER).join(imageToken));
 
   const makeEmbedFn = (images: ImageResolver, counters: { embedded: number; cached: number; modelSeconds: number }): EmbedFn => async (batch) => {
+    if (o.signal?.aborted) throw new EvalInterrupted();
     const keys: string[] = [];
     const inputs: ModelInput[] = [];
     for (const item of batch) {
@@ -283,7 +286,7 @@ export async function runMmebEval(o: MmebEvalOptions): Promise<MmebEvalOutcome> 
           await ds.images.close();
         }
       } catch (e) {
-        if (!(e instanceof UnimeError)) throw e;
+        if (!(e instanceof UnimeError) || e instanceof EvalInterrupted) throw e;
         const reason = e.message.split('\n')[0]!;
         failed.push({ name, reason });
         image[name] = EVAL_ERROR_STATUS;
@@ -434,6 +437,13 @@ export function summaryTable(s: MmebSummary, runs: readonly DatasetRun[] = []): 
     out.push('', `Missing (${s.missing.length} of ${s.datasets.length}, not averaged): ${[...byReason].map(([r, names]) => `${r}: ${names.join(', ')}`).join('; ')}`);
   }
   return out.join('\n') + '\n';
+}
+
+/** An evaluation stopped through its AbortSignal; its embeddings are in the cache. */
+export class EvalInterrupted extends UnimeError {
+  constructor() {
+    super('interrupted; the embeddings computed so far are in the cache', { fix: 'run the same command again to resume' });
+  }
 }
 
 /** The error an evaluation with failed datasets ends with, after its reports are written. */

@@ -214,3 +214,15 @@ test('a bad data root is an error naming it', async () => {
   await fsp.writeFile(path.join(badManifest, 'manifest.json'), JSON.stringify({ eval: [{ dataset: 'A', meta_task: 'Captioning', distribution: 'IND' }] }));
   await assert.rejects(openMmebEvalRoot(badManifest), (e: unknown) => e instanceof UnimeError && /manifest\.json: eval\[0\]\.meta_task: meta_task "Captioning"/.test(e.message));
 });
+
+test('an aborted run (Ctrl-C) stops between embed calls with EvalInterrupted, flushing the cache; the rerun resumes', async () => {
+  const { EvalInterrupted } = await import('../../src/eval/mmeb-eval.js');
+  const out = path.join(dir, 'aborted');
+  const stop = new AbortController();
+  const first = fakeModel({ onCall: (n) => void (n === 3 && stop.abort()) });
+  await assert.rejects(runMmebEval(opts(out, first.load, { signal: stop.signal })), (e: unknown) => e instanceof EvalInterrupted && /resume/.test(e.message));
+  assert.equal(first.counters.calls, 3);
+  const second = fakeModel();
+  const o = await runMmebEval(opts(out, second.load));
+  assert.ok(o.cached >= 12, `${o.cached}`);
+});
