@@ -6,20 +6,23 @@ import { runMmebEval } from '../../src/eval/mmeb-eval.js';
 import { fakeModel } from './eval-fixtures.js';
 import { TEST_IDENTITY } from './eval-identity.js';
 
-const [dataRoot, outDir, killAt] = process.argv.slice(2) as [string, string, string];
-const { load } = fakeModel({
-  onCall: (n) => {
-    if (n === Number(killAt)) process.kill(process.pid, 'SIGKILL');
-  },
-});
-await runMmebEval({
-  dataRoot,
-  outDir,
-  modelName: 'fake',
-  loadModel: load,
-  cacheDir: `${outDir}/embed-cache`,
-  identity: TEST_IDENTITY,
-  batchSize: 4,
-  log: { info: () => {}, warn: () => {} },
-  cacheOptions: { flushRows: 4 },
-});
+// `node --test dist/test/` runs every file it finds; without arguments this one does nothing.
+const [dataRoot, outDir, killAt] = process.argv.slice(2);
+if (dataRoot && outDir && killAt) {
+  const { load } = fakeModel({
+    onCall: (n) => {
+      if (n === Number(killAt)) process.kill(process.pid, 'SIGKILL');
+    },
+  });
+  await runMmebEval({
+    dataRoot,
+    outDir,
+    modelName: 'fake',
+    loadModel: load,
+    cacheDir: `${outDir}/embed-cache`,
+    identity: TEST_IDENTITY,
+    batchSize: 4,
+    log: { info: () => {}, warn: () => {} },
+    cacheOptions: { flushRows: 4 },
+  });
+}
