@@ -188,7 +188,13 @@ export async function runMmebEval(o: MmebEvalOptions): Promise<MmebEvalOutcome> 
     loading ??= (async () => {
       const tl = performance.now();
       o.log.info(`eval: loading ${o.modelName}`);
-      const m = await o.loadModel();
+      let m: EvalModel;
+      try {
+        m = await o.loadModel();
+      } catch (e) {
+        // Fatal for the whole run, not one dataset: every dataset would fail the same way.
+        throw e instanceof UnimeError ? new ModelLoadFailed(e) : e;
+      }
       o.log.info(`eval: model loaded in ${((performance.now() - tl) / 1000).toFixed(1)} s (dim ${m.dim})`);
       return m;
     })();
@@ -286,7 +292,7 @@ export async function runMmebEval(o: MmebEvalOptions): Promise<MmebEvalOutcome> 
           await ds.images.close();
         }
       } catch (e) {
-        if (!(e instanceof UnimeError) || e instanceof EvalInterrupted) throw e;
+        if (!(e instanceof UnimeError) || e instanceof EvalInterrupted || e instanceof ModelLoadFailed) throw e;
         const reason = e.message.split('\n')[0]!;
         failed.push({ name, reason });
         image[name] = EVAL_ERROR_STATUS;
@@ -437,6 +443,18 @@ export function summaryTable(s: MmebSummary, runs: readonly DatasetRun[] = []): 
     out.push('', `Missing (${s.missing.length} of ${s.datasets.length}, not averaged): ${[...byReason].map(([r, names]) => `${r}: ${names.join(', ')}`).join('; ')}`);
   }
   return out.join('\n') + '\n';
+}
+
+/** The model could not be loaded: the run stops (the message is the loader's). */
+export class ModelLoadFailed extends UnimeError {
+  constructor(cause: UnimeError) {
+    super(cause.problem, {
+      ...(cause.file !== undefined ? { file: cause.file } : {}),
+      ...(cause.field !== undefined ? { field: cause.field } : {}),
+      ...(cause.fix !== undefined ? { fix: cause.fix } : {}),
+      cause,
+    });
+  }
 }
 
 /** An evaluation stopped through its AbortSignal; its embeddings are in the cache. */

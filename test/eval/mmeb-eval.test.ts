@@ -226,3 +226,17 @@ test('an aborted run (Ctrl-C) stops between embed calls with EvalInterrupted, fl
   const o = await runMmebEval(opts(out, second.load));
   assert.ok(o.cached >= 12, `${o.cached}`);
 });
+
+test('a model that cannot be loaded stops the run once, with the loader\'s message, instead of failing every dataset', async () => {
+  const { ModelLoadFailed } = await import('../../src/eval/mmeb-eval.js');
+  let loads = 0;
+  const load = async () => {
+    loads++;
+    throw new UnimeError('is 32, but the vision tower takes 16x16 images', { field: 'image_size', fix: 'set image_size to 16' });
+  };
+  await assert.rejects(
+    runMmebEval(opts(path.join(dir, 'noload'), load, { cacheDir: null })),
+    (e: unknown) => e instanceof ModelLoadFailed && /image_size: is 32, but the vision tower takes 16x16 images\n  fix: set image_size to 16/.test(e.message),
+  );
+  assert.equal(loads, 1);
+});
