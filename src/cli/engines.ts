@@ -5,6 +5,7 @@
 export async function loadEngines(): Promise<void> {
   await import('../train/teacher-embed.js');
   await import('../train/unime-distill.js');
+  await import('../train/caption-contrastive.js');
   await import('../eval/engine.js');
   await import('../train/unime-hardneg.js');
 }

@@ -9,6 +9,10 @@
  * Every file is written atomically. Each shard carries a fingerprint (teacher settings + the
  * hashes of its texts) in its safetensors metadata, so a rerun after a kill reuses every shard that
  * was finished and recomputes only the rest.
+ *
+ * init_from makes a trained teacher: a stage (or adapter directory) whose LoRA adapter chain is merged
+ * into the teacher before embedding, or a full fine-tuning stage whose saved model/ replaces it. The
+ * adapters' bytes are part of the fingerprint, so retraining the teacher invalidates the cache.
  */
 import { createHash } from 'node:crypto';
 import { existsSync, promises as fsp } from 'node:fs';
@@ -18,6 +22,7 @@ import { readTextPairs, type TextPair } from '../data/mmeb.js';
 import { writeJsonAtomic } from '../io/atomic.js';
 import { SafetensorsFile, writeSafetensors } from '../io/safetensors.js';
 import { TextEmbedder } from '../models/text-embedder.js';
+import { mergeAdapterChain, resolveAdapterChain } from '../models/peft/chain.js';
 import { attachStageRunner, type StageContext, type StageResult } from '../recipes/registry.js';
 import '../recipes/kinds.js';
 import type { z } from 'zod';
@@ -47,6 +52,10 @@ export interface TeacherCacheIndex {
   normalize: boolean;
   instruction: string;
   max_length: number;
+  /** Attention direction the teacher ran with (absent in caches of older versions: causal). */
+  bidirectional?: boolean;
+  /** Adapters merged into the teacher, in order (absent or [] for none). */
+  adapters?: string[];
   shard_rows: number;
   shards: { file: string; rows: number }[];
   keys: Record<string, number>;
@@ -81,6 +90,41 @@ export interface TeacherEmbedResult extends StageResult {
   seconds: number;
 }
 
+/** Where a full fine-tuning stage (caption-contrastive with lora: null) saves its model, inside its output dir. */
+export const FULL_MODEL_DIR = 'model';
+
+export interface TeacherInit {
+  /** The checkpoint to load: the teacher itself, or a full fine-tuning stage's saved model. */
+  modelDir: string;
+  /** Adapters to merge into it, in order. */
+  adapters: string[];
+}
+
+/**
+ * What init_from makes of the teacher: null keeps it; a directory holding model/config.json (a full
+ * fine-tuning stage) replaces it; anything else names a LoRA adapter chain to merge.
+ */
+export async function resolveTeacherInit(modelDir: string, initFrom: string | null): Promise<TeacherInit> {
+  if (initFrom !== null && existsSync(path.join(initFrom, FULL_MODEL_DIR, 'config.json'))) {
+    return { modelDir: path.resolve(initFrom, FULL_MODEL_DIR), adapters: [] };
+  }
+  return { modelDir, adapters: await resolveAdapterChain(initFrom) };
+}
+
+/** sha256 over every adapter's files, so the cache follows the adapters' contents, not only their paths. */
+async function adaptersFingerprint(adapters: readonly string[]): Promise<string> {
+  const h = createHash('sha256');
+  for (const dir of adapters) {
+    h.update(dir);
+    for (const name of (await fsp.readdir(dir)).sort()) {
+      if (!/\.(json|safetensors)$/.test(name)) continue;
+      h.update(name);
+      h.update(await fsp.readFile(path.join(dir, name)));
+    }
+  }
+  return h.digest('hex');
+}
+
 async function shardFingerprintMatches(file: string, fingerprint: string, rows: number): Promise<number | null> {
   if (!existsSync(file)) return null;
   let f: SafetensorsFile | undefined;
@@ -108,11 +152,20 @@ export async function runTeacherEmbed(ctx: StageContext<TeacherEmbedStage>): Pro
   if (texts.length === 0) {
     throw new UnimeError('the stage data holds no texts to embed', { file: s.data.path, field: 'data.text_columns', fix: 'check the file and the text columns' });
   }
-  const modelDir = await ctx.resolveModel(s.teacher);
+  const teacherDir = await ctx.resolveModel(s.teacher);
+  const init = await resolveTeacherInit(teacherDir, ctx.initFrom);
+  const modelDir = init.modelDir;
   const modelName = s.teacher.path;
   const shardRows = s.batch_size * BATCHES_PER_SHARD;
   const nShards = Math.ceil(texts.length / shardRows);
-  const settings = JSON.stringify({ model: modelName, pooling: s.pooling, normalize: s.normalize, instruction: s.instruction, max_length: s.max_length });
+  const base = { model: modelName, pooling: s.pooling, normalize: s.normalize, instruction: s.instruction, max_length: s.max_length };
+  // A plain teacher keeps the fingerprint of earlier versions, so their caches stay valid.
+  const replaced = modelDir !== teacherDir;
+  const trained =
+    s.bidirectional || replaced || init.adapters.length > 0
+      ? { bidirectional: s.bidirectional, model_dir: replaced ? modelDir : null, adapters: await adaptersFingerprint(replaced ? [modelDir] : init.adapters) }
+      : {};
+  const settings = JSON.stringify({ ...base, ...trained });
 
   let embedder: TextEmbedder | null = null;
   let dim = 0;
@@ -136,6 +189,11 @@ export async function runTeacherEmbed(ctx: StageContext<TeacherEmbedStage>): Pro
       if (embedder === null) {
         ctx.log.info(`teacher-embed: loading ${modelName}`);
         embedder = await TextEmbedder.load(modelDir, { pooling: s.pooling, normalize: s.normalize, instruction: s.instruction, template: null });
+        embedder.decoder.bidirectional = s.bidirectional;
+        if (init.adapters.length > 0) {
+          ctx.log.info(`teacher-embed: merging ${init.adapters.length} adapter(s) from ${ctx.initFrom}`);
+          await mergeAdapterChain(embedder.decoder, init.adapters);
+        }
       }
       dim = embedder.dim;
       const data = await embedder.embed(chunk, { batchSize: s.batch_size, maxLength: s.max_length });
@@ -162,6 +220,8 @@ export async function runTeacherEmbed(ctx: StageContext<TeacherEmbedStage>): Pro
     normalize: s.normalize,
     instruction: s.instruction,
     max_length: s.max_length,
+    bidirectional: s.bidirectional,
+    adapters: init.adapters,
     shard_rows: shardRows,
     shards,
     keys,

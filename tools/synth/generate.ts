@@ -11,9 +11,10 @@
  *   <out>/mmeb-eval/<dataset>/synthetic-meta.jsonl
  *   <out>/mmeb-eval/images.zip                      members <dataset>/*.png (paths in the parquet)
  *   <out>/manifest.json                             seed, size, datasets with meta-task and IND/OOD
+ *   <out>/models/tiny-mllm/, <out>/models/tiny-teacher/   tiny HF checkpoints (tools/synth/models.ts); --no-models skips them
  *
  * Same seed and size: byte-identical files. Every file is written atomically. Other files under
- * <out> (e.g. models/) are left alone.
+ * <out> are left alone.
  */
 import * as path from 'node:path';
 import { pathToFileURL } from 'node:url';
@@ -26,6 +27,7 @@ import type { Image } from './render.js';
 import { HELD_OUT_COMBOS, swapAttribute, allowedIn, randomScene, type Scene, type Split } from './scene.js';
 import { PARAPHRASES, pairCaption } from './captions.js';
 import { TASKS, TASK_INFO, buildTask, type Example, type TaskName } from './tasks.js';
+import { generateModels, type ModelSummary } from './models.js';
 
 export const SIZES = {
   tiny: { trainRows: 12, evalRows: 8, textPairs: 32 },
@@ -42,6 +44,8 @@ export interface GenerateOptions {
   out: string;
   seed: number;
   size: SizeName;
+  /** Also write the tiny models under <out>/models/ (default true). They depend on the seed, not the size. */
+  models?: boolean;
 }
 
 export interface GenerateSummary {
@@ -50,6 +54,7 @@ export interface GenerateSummary {
   trainSubsets: string[];
   evalDatasets: string[];
   textPairs: number;
+  models: ModelSummary[];
 }
 
 const STRING = { type: 'BYTE_ARRAY', converted_type: 'UTF8', repetition_type: 'OPTIONAL' } as const;
@@ -216,12 +221,14 @@ export async function generateSynthetic(options: GenerateOptions): Promise<Gener
     }
   };
   await Promise.all(Array.from({ length: 16 }, worker));
-  const bytes = files.reduce((s, f) => s + (typeof f.data === 'string' ? Buffer.byteLength(f.data) : f.data.byteLength), 0);
-  return { files: files.length, bytes, trainSubsets: [...TASKS], evalDatasets: evalDatasets.map((d) => d.name), textPairs: pairs.length };
+  const models = options.models === false ? [] : await generateModels(options.out, options.seed);
+  const bytes = files.reduce((s, f) => s + (typeof f.data === 'string' ? Buffer.byteLength(f.data) : f.data.byteLength), 0) + models.reduce((s, m) => s + m.bytes, 0);
+  const nFiles = files.length + models.reduce((s, m) => s + m.files, 0);
+  return { files: nFiles, bytes, trainSubsets: [...TASKS], evalDatasets: evalDatasets.map((d) => d.name), textPairs: pairs.length, models };
 }
 
 function parseArgs(argv: readonly string[]): GenerateOptions {
-  const opts: GenerateOptions = { out: 'data/synthetic', seed: 0, size: 'small' };
+  const opts: GenerateOptions = { out: 'data/synthetic', seed: 0, size: 'small', models: true };
   for (let i = 0; i < argv.length; i++) {
     const a = argv[i]!;
     const [key, inline] = a.includes('=') ? [a.slice(0, a.indexOf('=')), a.slice(a.indexOf('=') + 1)] : [a, undefined];
@@ -240,8 +247,10 @@ function parseArgs(argv: readonly string[]): GenerateOptions {
       const v = value();
       if (!(v in SIZES)) throw new UnimeError(`--size must be one of ${Object.keys(SIZES).join(', ')}, got "${v}"`);
       opts.size = v as SizeName;
-    } else if (key === '--help' || key === '-h') {
-      process.stdout.write('usage: node dist/tools/synth/generate.js [--out data/synthetic] [--seed 0] [--size tiny|small|medium]\n');
+    } else if (key === '--no-models') opts.models = false;
+    else if (key === '--models') opts.models = true;
+    else if (key === '--help' || key === '-h') {
+      process.stdout.write('usage: node dist/tools/synth/generate.js [--out data/synthetic] [--seed 0] [--size tiny|small|medium] [--no-models]\n');
       process.exit(0);
     } else throw new UnimeError(`unknown argument "${a}"`, { fix: 'see --help' });
   }
@@ -257,7 +266,9 @@ if (isMain) {
     const ms = performance.now() - t0;
     process.stdout.write(
       `wrote ${s.files} files (${(s.bytes / 1024).toFixed(0)} KiB) to ${opts.out} in ${(ms / 1000).toFixed(2)} s: ` +
-        `${s.textPairs} text pairs, ${s.trainSubsets.length} train subsets, ${s.evalDatasets.length} eval datasets\n`,
+        `${s.textPairs} text pairs, ${s.trainSubsets.length} train subsets, ${s.evalDatasets.length} eval datasets` +
+        (s.models.length > 0 ? `, models ${s.models.map((m) => `${path.basename(m.dir)} (${(m.parameters / 1e6).toFixed(2)}M parameters)`).join(', ')}` : '') +
+        '\n',
     );
   } catch (e) {
     process.stderr.write(`${e instanceof Error ? e.message : String(e)}\n`);
