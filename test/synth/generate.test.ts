@@ -25,7 +25,7 @@ before(async () => {
   tmp = await tempDir('unime-synth-');
   out = path.join(tmp.dir, 'a');
   const t0 = performance.now();
-  await generateSynthetic({ out, seed: 0, size: 'small' });
+  await generateSynthetic({ out, seed: 0, size: 'small', models: false });
   seconds = (performance.now() - t0) / 1000;
 });
 after(() => tmp.cleanup());
@@ -67,7 +67,7 @@ test('the small size is generated in well under 10 s', () => {
 
 test('same seed gives byte-identical files; another seed differs', async () => {
   const b = path.join(tmp.dir, 'b');
-  await generateSynthetic({ out: b, seed: 0, size: 'small' });
+  await generateSynthetic({ out: b, seed: 0, size: 'small', models: false });
   const fa = await listFiles(out);
   const fb = await listFiles(b);
   assert.deepEqual(fa, fb);
@@ -76,7 +76,7 @@ test('same seed gives byte-identical files; another seed differs', async () => {
     assert.ok(x.equals(y), `${f} differs between two runs`);
   }
   const c = path.join(tmp.dir, 'c');
-  await generateSynthetic({ out: c, seed: 1, size: 'tiny' });
+  await generateSynthetic({ out: c, seed: 1, size: 'tiny', models: false });
   const t0 = await fsp.readFile(path.join(out, 'text-pairs.jsonl'), 'utf8');
   const t1 = await fsp.readFile(path.join(c, 'text-pairs.jsonl'), 'utf8');
   assert.notEqual(t0.split('\n')[0], t1.split('\n')[0]);
@@ -313,6 +313,10 @@ test('CLI: generates, and rejects bad arguments with a clear message', async () 
   const { stdout } = await run(process.execPath, [script, '--out', dir, '--seed', '3', '--size', 'tiny']);
   assert.match(stdout, /wrote \d+ files/);
   await fsp.access(path.join(dir, 'mmeb-eval', 'SynVQA-OOD', EVAL_PARQUET));
+  // the CLI writes the tiny models too (tools/synth/models.ts; test/synth/models.test.ts checks them)
+  assert.match(stdout, /tiny-mllm \(\d+\.\d+M parameters\), tiny-teacher/);
+  await fsp.access(path.join(dir, 'models', 'tiny-mllm', 'model.safetensors'));
+  await fsp.access(path.join(dir, 'models', 'tiny-teacher', 'tokenizer.json'));
   await assert.rejects(run(process.execPath, [script, '--size', 'huge']), (e: { stderr: string; code: number }) => {
     assert.equal(e.code, 1);
     assert.match(e.stderr, /--size must be one of tiny, small, medium, got "huge"/);

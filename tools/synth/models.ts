@@ -363,9 +363,9 @@ export async function writeTinyMllm(dir: string, seed: number, tok: TokenizerFil
 }
 
 /** The tiny teacher's base: a random LlamaForCausalLM with the same tokenizer, trained into an embedder by the quickstart. */
-export async function writeTinyTeacher(dir: string, seed: number, tok: TokenizerFiles = tinyTokenizerFiles()): Promise<ModelSummary> {
+export async function writeTinyTeacher(dir: string, seed: number, tok: TokenizerFiles = tinyTokenizerFiles(), sizes: DecoderSizes = TEACHER_DECODER): Promise<ModelSummary> {
   const vocab = tok.vocab.length;
-  const d = TEACHER_DECODER;
+  const d = sizes;
   const w = new WeightMaker(new Rng(seed).fork(TINY_TEACHER));
   llamaWeights(w, 'model.', d, vocab);
   const config = { architectures: ['LlamaForCausalLM'], ...llamaConfig(d, vocab, tok.ids), transformers_version: TRANSFORMERS_VERSION };
