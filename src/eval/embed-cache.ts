@@ -257,15 +257,23 @@ export class EmbeddingCache {
     for (const name of names) {
       const file = path.join(dir, name);
       let shard: DecodedShard;
+      let bytes: Buffer;
       try {
-        shard = decodeShard(await fsp.readFile(file));
+        bytes = await fsp.readFile(file);
+      } catch (e) {
+        // Gone meanwhile (another process merged the shards): nothing to read.
+        if ((e as NodeJS.ErrnoException).code === 'ENOENT') continue;
+        throw e;
+      }
+      try {
+        shard = decodeShard(bytes);
         if (shard.model !== this.model) throw new Error(`written for model ${shard.model}, not ${this.model}`);
         if (this._dim !== null && shard.dim !== this._dim) throw new Error(`dimension ${shard.dim}, other shards have ${this._dim}`);
       } catch (e) {
         this.stats.corrupt.push(file);
         const aside = `${file}.corrupt`;
         await fsp.rename(file, aside).catch(() => {});
-        this.options.log?.warn(`embedding cache: ${file} is unusable (${(e as Error).message}); moved aside to ${path.basename(aside)}, its ${'entries'} will be embedded again`);
+        this.options.log?.warn(`embedding cache: ${file} is unusable (${(e as Error).message}); moved aside to ${path.basename(aside)}; its entries will be embedded again`);
         continue;
       }
       this._dim ??= shard.dim;
