@@ -40,6 +40,19 @@ const promptTemplateSchema = z
   .refine((s) => s === 'auto' || s.includes('<sent>'), { error: 'expected "auto" or a template containing <sent>' });
 
 // ---------------------------------------------------------------------------------------------
+// synthetic-data: the bundled synthetic benchmark and tiny models, generated in seconds
+export const SYNTHETIC_SIZES = ['tiny', 'small', 'medium'] as const;
+export const syntheticDataSchema = stageSchema('synthetic-data', {
+  /** Where the benchmark is written (train/eval sets, text pairs, models/). */
+  out: z.string().min(1).default('data/synthetic'),
+  size: z.enum(SYNTHETIC_SIZES).default('small'),
+  /** null = the recipe's seed. */
+  seed: z.int().nullable().default(null),
+  /** Also write the tiny LLaVA and the teacher decoder under `<out>/models/`. */
+  models: z.boolean().default(true),
+});
+
+// ---------------------------------------------------------------------------------------------
 // teacher-embed: offline teacher embeddings for stage 1
 export const teacherEmbedSchema = stageSchema('teacher-embed', {
   /** The paper's teacher is NV-Embed-v2. */
@@ -357,14 +370,21 @@ const proclipSchema = stageSchema('clip-train', {
 
 export const clipTrainSchema = z.discriminatedUnion('method', [llm2clipSchema, liftSchema, proclipSchema]);
 
+export type SyntheticDataStage = z.output<typeof syntheticDataSchema>;
 export type TeacherEmbedStage = z.output<typeof teacherEmbedSchema>;
 export type UnimeDistillStage = z.output<typeof unimeDistillSchema>;
 export type UnimeHardnegStage = z.output<typeof unimeHardnegSchema>;
 export type CaptionContrastiveStage = z.output<typeof captionContrastiveSchema>;
 export type EvalStage = z.output<typeof evalSchema>;
 export type ClipTrainStage = z.output<typeof clipTrainSchema>;
-export type BuiltinStage = TeacherEmbedStage | UnimeDistillStage | UnimeHardnegStage | EvalStage | ClipTrainStage | CaptionContrastiveStage;
+export type BuiltinStage = SyntheticDataStage | TeacherEmbedStage | UnimeDistillStage | UnimeHardnegStage | EvalStage | ClipTrainStage | CaptionContrastiveStage;
 
+registerStageKind({
+  kind: 'synthetic-data',
+  schema: syntheticDataSchema,
+  description: 'generate the synthetic MMEB-layout benchmark and tiny models (tools/synth)',
+  inputs: (s) => ({ out: s.out }),
+});
 registerStageKind({
   kind: 'teacher-embed',
   schema: teacherEmbedSchema,

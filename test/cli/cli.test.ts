@@ -27,7 +27,7 @@ test('no command or an unknown command is a usage error (exit 2)', async () => {
 
 test('commands whose engine is not in this build say so and exit 3', async () => {
   const cases: [string[], RegExp][] = [
-    [['eval', 'mmeb', '--model', 'x'], /model zoo/],
+    [['eval', 'sugarcrepe', '--model', 'x'], /sugarcrepe/],
   ];
   for (const [args, what] of cases) {
     const r = await runCli(args);

@@ -49,7 +49,8 @@ test('train --dry-run prints the plan and writes nothing', async () => {
     const r = await runCli(['train', 'recipes/quickstart.yaml', `output_dir=${dir}/run`, '--dry-run']);
     assert.equal(r.code, 0, r.stderr);
     assert.match(r.stdout, /recipe quickstart/);
-    assert.match(r.stdout, /1\. teacher/);
+    assert.match(r.stdout, /1\. data  \(synthetic-data\)/);
+    assert.match(r.stdout, /10\. eval-stage2-off  \(eval\)/);
     await assert.rejects(fsp.stat(path.join(dir, 'run')));
   } finally {
     await cleanup();
@@ -59,11 +60,27 @@ test('train --dry-run prints the plan and writes nothing', async () => {
 test('train stops with exit 3 at a stage whose engine is missing, writing nothing for it', async () => {
   const { dir, cleanup } = await tempDir();
   try {
-    const r = await runCli(['train', 'recipes/quickstart.yaml', `output_dir=${dir}/run`, '--device', 'cpu']);
+    const recipe = path.join(dir, 'lift.yaml');
+    await fsp.writeFile(
+      recipe,
+      `name: lift-test
+output_dir: ${JSON.stringify(path.join(dir, 'run'))}
+stages:
+  - name: teacher
+    kind: teacher-embed
+    teacher: test/fixtures/models/llama-tiny
+    data: {path: pairs.jsonl}
+  - name: clip
+    kind: clip-train
+    method: lift
+    text_model: test/fixtures/models/llama-tiny
+    data: {path: pairs.parquet}
+`,
+    );
+    const r = await runCli(['train', recipe, '--device', 'cpu']);
     assert.equal(r.code, 3, r.stderr);
-    assert.match(r.stderr, /unime-hardneg engine is not in this build/);
+    assert.match(r.stderr, /clip-train engine is not in this build/);
     await assert.rejects(fsp.stat(path.join(dir, 'run', 'teacher', 'stage.json')));
-    await assert.rejects(fsp.stat(path.join(dir, 'run', 'distill', 'stage.json')));
   } finally {
     await cleanup();
   }

@@ -40,10 +40,16 @@ test('every bundled recipe validates (without its data existing)', async () => {
   }
   const quick = reports.find((r) => r.name === 'quickstart')!;
   assert.deepEqual(quick.stages, [
+    { name: 'data', kind: 'synthetic-data' },
+    { name: 'teacher-train', kind: 'caption-contrastive' },
     { name: 'teacher', kind: 'teacher-embed' },
     { name: 'distill', kind: 'unime-distill' },
     { name: 'hardneg', kind: 'unime-hardneg' },
-    { name: 'eval', kind: 'eval' },
+    { name: 'hardneg-off', kind: 'unime-hardneg' },
+    { name: 'eval-base', kind: 'eval' },
+    { name: 'eval-stage1', kind: 'eval' },
+    { name: 'eval-stage2', kind: 'eval' },
+    { name: 'eval-stage2-off', kind: 'eval' },
   ]);
 });
 

@@ -56,7 +56,7 @@ test('a missing key points at the mapping it belongs in', () => {
   const noName = recipeError(() => parseRecipe('stages:\n  - name: a\n    kind: eval\n', { file: 'e.yaml', env: {} }));
   assert.match(noName.message, /e\.yaml:1:1: name: missing required field `name`/);
   const noKind = recipeError(() => parseRecipe('name: x\nstages:\n  - name: a\n', { file: 'e.yaml', env: {} }));
-  assert.match(noKind.message, /e\.yaml:3:5: stages\[0\]\.kind: missing required field `kind` \(expected one of: teacher-embed, unime-distill/);
+  assert.match(noKind.message, /e\.yaml:3:5: stages\[0\]\.kind: missing required field `kind` \(expected one of: synthetic-data, teacher-embed, unime-distill/);
 });
 
 test('type, range and enum errors say what was expected', () => {
