@@ -3,6 +3,10 @@ import assert from 'node:assert/strict';
 import { existsSync, promises as fsp } from 'node:fs';
 import * as path from 'node:path';
 import { TextEmbedder } from '../../src/models/text-embedder.js';
+import { applyLora, mergeAdapterChain, saveLoraAdapter } from '../../src/models/peft/index.js';
+import { loadTextDecoder } from '../../src/models/text/load.js';
+import { Rng } from '../../src/runtime/rng.js';
+import { tf } from '../../src/runtime/tf.js';
 import { parseRecipe, runRecipe } from '../../src/recipes/index.js';
 import { readTeacherCache, teacherShardName, TEACHER_INDEX } from '../../src/train/teacher-embed.js';
 import { tempDir } from '../helpers.js';
@@ -107,4 +111,79 @@ test('a teacher-embed stage caches every distinct text once; readTeacherCache ma
 
 test('readTeacherCache explains a missing cache', async () => {
   await assert.rejects(readTeacherCache(path.join(dir, 'nothing')), /run the teacher-embed stage first|no readable teacher cache/);
+});
+
+test('teacher-embed with init_from merges the adapter into the teacher, bidirectional switches attention; both are in the fingerprint', async () => {
+  // an adapter that changes the model: lora_B set to random values
+  const adapterDir = path.join(dir, 'adapter');
+  const dec = await loadTextDecoder(model, { trainable: false });
+  try {
+    const adapter = applyLora(dec, { r: 2, alpha: 4, targetModules: 'all-linear', rng: new Rng(4) });
+    const rng = new Rng(9);
+    for (const l of adapter.layers) l.loraB.assign(tf.tensor(rng.fillNormal(new Float32Array(l.loraB.size), 0, 0.5), l.loraB.shape));
+    await saveLoraAdapter(adapterDir, dec);
+  } finally {
+    dec.dispose();
+  }
+  const text = (bidirectional: boolean) => `name: teacher-init
+output_dir: ${JSON.stringify(path.join(dir, 'run-init'))}
+stages:
+  - name: teacher
+    kind: teacher-embed
+    teacher: ${JSON.stringify(model)}
+    init_from: ${JSON.stringify(adapterDir)}
+    bidirectional: ${bidirectional}
+    pooling: mean
+    data:
+      path: ${JSON.stringify(pairsFile)}
+    max_length: 32
+    batch_size: 4
+`;
+  const out = path.join(dir, 'run-init', 'teacher');
+  const texts = [...DISTINCT];
+  const expected = async (bidirectional: boolean) => {
+    const emb = await TextEmbedder.load(model, { pooling: 'mean' });
+    try {
+      emb.decoder.bidirectional = bidirectional;
+      await mergeAdapterChain(emb.decoder, [adapterDir]);
+      return await emb.embed(texts, { batchSize: 3, maxLength: 32 });
+    } finally {
+      emb.dispose();
+    }
+  };
+  const plain = await TextEmbedder.load(model, { pooling: 'mean' });
+  let base: Float32Array;
+  try {
+    base = await plain.embed(texts, { batchSize: 3, maxLength: 32 });
+  } finally {
+    plain.dispose();
+  }
+  for (const bidirectional of [true, false]) {
+    const run = await runRecipe(parseRecipe(text(bidirectional), { file: 'init.yaml', env: {} }), { log: quiet(), force: true });
+    const r = (run.stages[0] as { result?: Record<string, unknown> }).result!;
+    // switching the attention direction invalidates every shard
+    assert.equal(r.embedded, texts.length, `bidirectional ${bidirectional}`);
+    const cache = await readTeacherCache(out);
+    assert.equal(cache.index.bidirectional, bidirectional);
+    assert.deepEqual(cache.index.adapters, [adapterDir]);
+    const want = await expected(bidirectional);
+    let moved = 0;
+    texts.forEach((t, i) => {
+      const got = cache.get(t)!;
+      for (let j = 0; j < 32; j++) {
+        assert.ok(Math.abs(got[j]! - want[i * 32 + j]!) < 1e-4, `${t}[${j}]`);
+        moved = Math.max(moved, Math.abs(got[j]! - base[i * 32 + j]!));
+      }
+    });
+    assert.ok(moved > 1e-3, 'the adapter did not change the embeddings');
+  }
+  // an unchanged rerun reuses every shard; a changed adapter recomputes them
+  const again = await runRecipe(parseRecipe(text(false), { file: 'init.yaml', env: {} }), { log: quiet(), force: true });
+  assert.equal((again.stages[0] as { result?: Record<string, unknown> }).result!.embedded, 0);
+  const w = path.join(adapterDir, 'adapter_model.safetensors');
+  const bytes = await fsp.readFile(w);
+  bytes[bytes.length - 1]! ^= 1;
+  await fsp.writeFile(w, bytes);
+  const changed = await runRecipe(parseRecipe(text(false), { file: 'init.yaml', env: {} }), { log: quiet(), force: true });
+  assert.equal((changed.stages[0] as { result?: Record<string, unknown> }).result!.embedded, texts.length);
 });
