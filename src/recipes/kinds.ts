@@ -74,6 +74,21 @@ export const teacherEmbedSchema = stageSchema('teacher-embed', {
    * given as init_from, whose adapters are merged into the teacher first).
    */
   bidirectional: z.boolean().default(false),
+  /**
+   * Import a cache made elsewhere instead of running the teacher; null = compute with the teacher.
+   * parquet: a `key` (text) and an `embedding` (list<float>) column, LIFT's layout; or an `id` column
+   * indexing `keys`. npy: a float32 [n, d] matrix whose row texts are listed in `keys` (.txt one per
+   * line, .jsonl, .json), by default the file beside it with the same base name.
+   */
+  import: z
+    .strictObject({
+      path: z.string().min(1),
+      format: z.enum(['auto', 'parquet', 'npy']).default('auto'),
+      keys: z.string().min(1).nullable().default(null),
+      normalize: z.boolean().default(true),
+    })
+    .nullable()
+    .default(null),
 });
 
 // ---------------------------------------------------------------------------------------------
@@ -389,7 +404,12 @@ registerStageKind({
   kind: 'teacher-embed',
   schema: teacherEmbedSchema,
   description: 'embed the stage-1 texts with a teacher LLM embedder and cache them',
-  inputs: (s) => ({ teacher: s.teacher.path, data: s.data.path }),
+  inputs: (s) => ({
+    teacher: s.import === null ? s.teacher.path : null,
+    data: s.data.path,
+    import: s.import?.path,
+    import_keys: s.import?.keys,
+  }),
 });
 registerStageKind({
   kind: 'unime-distill',

@@ -13,6 +13,9 @@
  * init_from makes a trained teacher: a stage (or adapter directory) whose LoRA adapter chain is merged
  * into the teacher before embedding, or a full fine-tuning stage whose saved model/ replaces it. The
  * adapters' bytes are part of the fingerprint, so retraining the teacher invalidates the cache.
+ *
+ * `import` takes the vectors from a cache made elsewhere (parquet or .npy + key list) instead of
+ * running the teacher, and writes them in this same layout (./teacher-import.ts).
  */
 import { createHash } from 'node:crypto';
 import { existsSync, promises as fsp } from 'node:fs';
@@ -87,6 +90,9 @@ export interface TeacherEmbedResult extends StageResult {
   reused_shards: number;
   /** Texts embedded in this run. */
   embedded: number;
+  /** With `import`: vectors taken from the external cache, and its rows the data does not use. */
+  imported?: number;
+  unused_rows?: number;
   seconds: number;
 }
 
@@ -152,11 +158,21 @@ export async function runTeacherEmbed(ctx: StageContext<TeacherEmbedStage>): Pro
   if (texts.length === 0) {
     throw new UnimeError('the stage data holds no texts to embed', { file: s.data.path, field: 'data.text_columns', fix: 'check the file and the text columns' });
   }
+  const shardRowsFor = s.batch_size * BATCHES_PER_SHARD;
+  if (s.import !== null) {
+    if (ctx.initFrom !== null) {
+      throw new UnimeError('init_from trains the teacher, but this stage imports its vectors', { field: 'init_from', fix: 'drop init_from, or set import: null to compute with the teacher' });
+    }
+    // Loaded on demand: the import code reads parquet and .npy, which computing does not need.
+    const { importTeacherCache } = await import('./teacher-import.js');
+    const r = await importTeacherCache({ source: s.import, outDir: cacheDir, texts, textsFrom: `${s.data.path} (data.text_columns)`, shardRows: shardRowsFor, log: ctx.log });
+    return { rows: r.rows, dim: r.dim, model: `import:${path.resolve(s.import.path)}`, shards: r.shards, reused_shards: 0, embedded: 0, imported: r.rows, unused_rows: r.unused_rows, seconds: (performance.now() - t0) / 1000 };
+  }
   const teacherDir = await ctx.resolveModel(s.teacher);
   const init = await resolveTeacherInit(teacherDir, ctx.initFrom);
   const modelDir = init.modelDir;
   const modelName = s.teacher.path;
-  const shardRows = s.batch_size * BATCHES_PER_SHARD;
+  const shardRows = shardRowsFor;
   const nShards = Math.ceil(texts.length / shardRows);
   const base = { model: modelName, pooling: s.pooling, normalize: s.normalize, instruction: s.instruction, max_length: s.max_length };
   // A plain teacher keeps the fingerprint of earlier versions, so their caches stay valid.
