@@ -15,6 +15,7 @@ import * as evalCmd from './eval.js';
 import * as embed from './embed.js';
 import * as push from './push.js';
 import * as pull from './pull.js';
+import * as exportCmd from './export.js';
 import * as recipes from './recipes.js';
 import * as inspect from './inspect.js';
 import * as devices from './devices.js';
@@ -35,10 +36,11 @@ export async function main(argv: string[]): Promise<void> {
     .command(embed)
     .command(push)
     .command(pull)
+    .command(exportCmd)
     .command(recipes)
     .command(inspect)
     .command(devices)
-    .demandCommand(1, 'name a command: train, eval, embed, pull, push, recipes, inspect or devices')
+    .demandCommand(1, 'name a command: train, eval, embed, pull, push, export, recipes, inspect or devices')
     .recommendCommands()
     .strict()
     .version(pkg.version)
