@@ -10,6 +10,7 @@
  *   - with LoRA: adapter/ (PEFT layout) + adapter-chain.json (adapters of init_from merged underneath),
  *     so `init_from: <this stage>` in teacher-embed (or any loader of adapter chains) uses the result;
  *   - with full fine-tuning: model/, a complete Hugging Face checkpoint (config, weights, tokenizer).
+ * A rerun resumes a LoRA run from its newest checkpoint; full fine-tuning starts over.
  * The result records the pair accuracy (cos(query, positive) > cos(query, hard negative)) on the
  * training rows before and after training.
  */
@@ -246,7 +247,10 @@ export async function runCaptionContrastive(ctx: StageContext<CaptionContrastive
       outputDir: ctx.outputDir,
       rng,
       ...(adapter !== null ? { rngs: { 'lora-dropout': adapter.dropoutRng } } : {}),
-      resume: true,
+      // The decoder's variables are named by tfjs's process-wide counter, so a full fine-tuning
+      // checkpoint cannot be matched to them in another process: that mode starts over instead.
+      resume: !full,
+      overwrite: full,
       progress: null,
       label: 'caption-contrastive',
       step: (batch) => {
