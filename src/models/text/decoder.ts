@@ -9,9 +9,6 @@ import type { DecoderConfig } from './config.js';
 import { type AttentionContext, DecoderLayer, Embedding, RmsNorm, type WeightGetter } from './modules.js';
 import { ropeTables } from './rope.js';
 
-/** Added to the scores of keys a query must not see; exp() of it is exactly 0 in float32. */
-const MASKED = -1e9;
-
 export interface DecoderForwardInput {
   /** int32 [batch, seq] token ids (or nested arrays). Exactly one of inputIds / inputsEmbeds. */
   inputIds?: Tensor | number[][];
@@ -121,7 +118,7 @@ export class TextDecoder {
 
     return tf.tidy(() => {
       const { cos, sin } = ropeTables(this.config.rope, positions, batch, seq);
-      const ctx: AttentionContext = { cos, sin, mask: additiveMask(mask, bidirectional) };
+      const ctx: AttentionContext = { cos, sin, causal: !bidirectional, keyMask: keyMaskTensor(mask) };
       let x = input.inputsEmbeds ?? this.embed(input.inputIds!);
       const states: Tensor[] = [];
       const keepStates = input.outputHiddenStates === true;
@@ -150,18 +147,9 @@ function readPositions(p: number[][] | Int32Array, batch: number, seq: number): 
   return out;
 }
 
-/** [batch, 1, seq, seq]: 0 where query i may see key j (key unpadded, and j <= i unless bidirectional). */
-function additiveMask(m: MaskRows, bidirectional: boolean): Tensor {
-  const { batch, seq, values } = m;
-  const out = new Float32Array(batch * seq * seq);
-  for (let r = 0; r < batch; r++) {
-    for (let i = 0; i < seq; i++) {
-      const o = (r * seq + i) * seq;
-      for (let j = 0; j < seq; j++) {
-        const ok = values[r * seq + j] === 1 && (bidirectional || j <= i);
-        out[o + j] = ok ? 0 : MASKED;
-      }
-    }
-  }
-  return tf.tensor4d(out, [batch, 1, seq, seq]);
+/** [batch, seq] 0/1 key mask, or null when no position is padded. */
+function keyMaskTensor(m: MaskRows): Tensor | null {
+  let padded = false;
+  for (const v of m.values) if (v !== 1) padded = true;
+  return padded ? tf.tensor2d(Float32Array.from(m.values), [m.batch, m.seq]) : null;
 }

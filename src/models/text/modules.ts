@@ -4,6 +4,7 @@
  * so a forward inside tf.tidy leaves nothing behind.
  */
 import { tf, type Tensor } from '../../runtime/tf.js';
+import { attention, rmsNorm } from '../../runtime/native/ops.js';
 import type { DecoderConfig } from './config.js';
 import { applyRope } from './rope.js';
 
@@ -62,10 +63,8 @@ export class RmsNorm {
   ) {}
 
   forward(x: Tensor): Tensor {
-    return tf.tidy(() => {
-      const variance = tf.mean(tf.square(x), -1, true);
-      return tf.mul(tf.mul(x, tf.rsqrt(tf.add(variance, this.eps))), this.weight);
-    });
+    // One fused kernel each way on the native backend; the tfjs composition elsewhere.
+    return rmsNorm(x, this.weight, this.eps);
   }
 }
 
@@ -73,8 +72,10 @@ export class RmsNorm {
 export interface AttentionContext {
   cos: Tensor;
   sin: Tensor;
-  /** Additive mask [batch, 1, seq, seq]: 0 where a query may attend to a key, a large negative number elsewhere. */
-  mask: Tensor;
+  /** Query i sees keys j <= i only (false: bidirectional). */
+  causal: boolean;
+  /** [batch, seq] 1 for real keys, 0 for padding; null when nothing is padded. */
+  keyMask: Tensor | null;
 }
 
 /** Grouped-query self-attention with optional qkv bias (Qwen2), q/k RMSNorm (Qwen3) and fused qkv (Phi-3). */
@@ -126,20 +127,9 @@ export class Attention {
       q = applyRope(tf.transpose(q, [0, 2, 1, 3]), ctx.cos, ctx.sin);
       k = applyRope(tf.transpose(k, [0, 2, 1, 3]), ctx.cos, ctx.sin);
       v = tf.transpose(v, [0, 2, 1, 3]);
-      const rep = nh / nkv;
-      if (rep > 1) {
-        // Query head i reads kv head floor(i / rep), like repeat_interleave. Rank 4 because
-        // tfjs has no tile gradient above rank 4.
-        k = tf.reshape(tf.tile(tf.reshape(k, [b, nkv, 1, s * hd]), [1, 1, rep, 1]), [b, nh, s, hd]);
-        v = tf.reshape(tf.tile(tf.reshape(v, [b, nkv, 1, s * hd]), [1, 1, rep, 1]), [b, nh, s, hd]);
-      }
-      const q3 = tf.reshape(q, [b * nh, s, hd]);
-      const k3 = tf.reshape(k, [b * nh, s, hd]);
-      const v3 = tf.reshape(v, [b * nh, s, hd]);
-      let scores = tf.reshape(tf.mul(tf.matMul(q3, k3, false, true), 1 / Math.sqrt(hd)), [b, nh, s, s]);
-      scores = tf.add(scores, ctx.mask);
-      const probs = tf.reshape(tf.softmax(scores, -1), [b * nh, s, s]);
-      const out = tf.reshape(tf.matMul(probs, v3), [b, nh, s, hd]);
+      // Grouped-query attention: query head i reads kv head floor(i / (nh / nkv)), like repeat_interleave.
+      // Fused (scores never materialised for the backward) on the native backend.
+      const out = attention(q, k, v, { causal: ctx.causal, keyMask: ctx.keyMask, scale: 1 / Math.sqrt(hd) });
       return this.o.forward(tf.reshape(tf.transpose(out, [0, 2, 1, 3]), [b, s, nh * hd]));
     });
   }
