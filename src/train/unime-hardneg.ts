@@ -77,6 +77,27 @@ class ImageCache {
   }
 }
 
+/** Cosines above this between a query and both its positive and its hard negatives mean the embeddings have collapsed. */
+const COLLAPSED_COSINE = 0.995;
+/** Consecutive collapsed steps before the stage warns. */
+const COLLAPSE_PATIENCE = 5;
+
+/** Tells, once, when COLLAPSE_PATIENCE consecutive steps had both mean cosines above COLLAPSED_COSINE. */
+export class CollapseWatch {
+  private run = 0;
+  private warned = false;
+
+  /** Feed one step's stats (pos_sim, hard_neg_sim); true exactly once, when the collapse is first confirmed. */
+  update(stats: Readonly<Record<string, number>>): boolean {
+    const pos = stats.pos_sim;
+    const neg = stats.hard_neg_sim;
+    this.run = pos !== undefined && neg !== undefined && pos > COLLAPSED_COSINE && neg > COLLAPSED_COSINE ? this.run + 1 : 0;
+    if (this.run < COLLAPSE_PATIENCE || this.warned) return false;
+    this.warned = true;
+    return true;
+  }
+}
+
 /** Statistics of the step's similarity matrix for metrics.jsonl. */
 function stepStats(stats: HardNegativeStats): Record<string, number> {
   const out: Record<string, number> = {
@@ -181,6 +202,18 @@ export async function runUnimeHardneg(ctx: StageContext<UnimeHardnegStage>): Pro
         (s.loss.mode === 'hardneg' ? `k ${s.loss.hard_negatives}, beta ${s.loss.false_negative_beta}, tau ${s.loss.temperature}` : `in-batch InfoNCE, tau ${s.loss.temperature}`),
     );
 
+    // A collapsed model (every embedding the same direction) has loss ln(k + 1) and no gradient left:
+    // say so once, with what usually helps, instead of letting the run finish silently at chance.
+    const collapse = new CollapseWatch();
+    const watchCollapse = (stats: Record<string, number>) => {
+      if (collapse.update(stats)) {
+        ctx.log.warn(
+          `unime-hardneg: the embeddings have collapsed (positive and hard-negative cosines above ${COLLAPSED_COSINE} for ${COLLAPSE_PATIENCE} steps; the loss sits at ln(k + 1)); ` +
+            'a lower train.lr, a higher loss.temperature, more hard negatives or a stronger stage-1 start usually help',
+        );
+      }
+    };
+
     const result = await train<Pair[]>({
       ...loopOptionsFromRecipe(t),
       params,
@@ -215,6 +248,7 @@ export async function runUnimeHardneg(ctx: StageContext<UnimeHardnegStage>): Pro
                 shortRows: s.loss.when_fewer_than_k === 'mask' ? 'mask' : 'duplicate',
               });
               stats = stepStats(r.stats);
+              watchCollapse(stats);
               return r.loss;
             }
             const extra = c.shape[0]! > b ? tf.slice(c, [b, 0], [-1, -1]) : null;

@@ -139,3 +139,13 @@ test('unime-hardneg refuses an image size the tower does not take, naming the fi
   const text = recipe(out, `    image_size: 336\n    train: {max_steps: 1, batch_size: 4, gradcache_chunk_size: 4}\n    loss: {hard_negatives: 2}\n`);
   await assert.rejects(runRecipe(parseRecipe(text, { file: 'size.yaml', env: {} }), { log: quiet(), hub: { offline: true } }), /image_size.*32x32/s);
 });
+
+test('CollapseWatch says once that embeddings collapsed after five steps of cosines near 1, and not for a healthy run', async () => {
+  const { CollapseWatch } = await import('../../src/train/unime-hardneg.js');
+  const w = new CollapseWatch();
+  const collapsed = { pos_sim: 0.9999, hard_neg_sim: 0.9998 };
+  const said = [collapsed, collapsed, collapsed, { pos_sim: 0.6, hard_neg_sim: 0.999 }, ...Array(7).fill(collapsed)].map((s) => w.update(s));
+  assert.deepEqual(said, [false, false, false, false, false, false, false, false, true, false, false]);
+  const healthy = new CollapseWatch();
+  assert.ok(Array.from({ length: 20 }, () => healthy.update({ pos_sim: 0.8, hard_neg_sim: 0.5 })).every((x) => !x));
+});
