@@ -18,6 +18,8 @@ export interface AdamWOptions {
   weightDecay?: number;
   /** Parameters to exempt from weight decay (by name); default none, as torch.optim.AdamW with one group. */
   noDecay?: (name: string) => boolean;
+  /** Update with one fused loop over host memory; default: when the backend keeps tensors on the host (cpu, native). */
+  hostLoop?: boolean;
 }
 
 export interface AdamWHyper {
@@ -54,8 +56,54 @@ function zerosVariable(like: Tensor): tf.Variable {
   return v!;
 }
 
+/** Backends whose tensors live in host memory, where one fused loop beats a dozen elementwise ops. */
+const HOST_BACKENDS = new Set(['cpu', 'native']);
+
+/**
+ * The same update as the tensor path, as one pass over host arrays: p' = p (1 - lr wd) - stepSize m' /
+ * (sqrt(v') / bc2Sqrt + eps), m' = b1 m + (1 - b1) g, v' = b2 v + (1 - b2) g^2. New arrays are written
+ * (tensors stay immutable) and assigned; the old buffers go back to the backend.
+ */
+function hostUpdate(
+  slot: Slot,
+  grad: Tensor,
+  h: { beta1: number; beta2: number; eps: number; lrDecay: number; bc2Sqrt: number; stepSize: number },
+): void {
+  const g = grad.dataSync() as Float32Array;
+  const p = slot.param.dataSync() as Float32Array;
+  const m = slot.m.dataSync() as Float32Array;
+  const v = slot.v.dataSync() as Float32Array;
+  const n = p.length;
+  const p2 = new Float32Array(n);
+  const m2 = new Float32Array(n);
+  const v2 = new Float32Array(n);
+  const { beta1, beta2, eps, bc2Sqrt, stepSize } = h;
+  const keep = 1 - h.lrDecay;
+  const c1 = 1 - beta1;
+  const c2 = 1 - beta2;
+  for (let i = 0; i < n; i++) {
+    const gi = g[i]!;
+    const mi = beta1 * m[i]! + c1 * gi;
+    const vi = beta2 * v[i]! + c2 * gi * gi;
+    m2[i] = mi;
+    v2[i] = vi;
+    p2[i] = p[i]! * keep - (stepSize * mi) / (Math.sqrt(vi) / bc2Sqrt + eps);
+  }
+  const shape = slot.param.shape;
+  for (const [variable, data] of [
+    [slot.m, m2],
+    [slot.v, v2],
+    [slot.param, p2],
+  ] as const) {
+    const t = tf.tensor(data, shape, 'float32');
+    variable.assign(t);
+    t.dispose();
+  }
+}
+
 export class AdamW {
   readonly hyper: AdamWHyper;
+  private readonly hostLoop: boolean | undefined;
   /** Optimizer steps taken so far (PyTorch's state['step']). */
   step = 0;
   private readonly slots: Slot[];
@@ -75,6 +123,7 @@ export class AdamW {
     const names = params.map((p) => p.name);
     if (new Set(names).size !== names.length) throw new UnimeError(`AdamW: parameter names must be unique, got ${names.join(', ')}`);
     this.hyper = hyper;
+    this.hostLoop = options.hostLoop;
     this.slots = params.map((param) => ({
       param,
       m: zerosVariable(param),
@@ -106,6 +155,10 @@ export class AdamW {
       if (g === undefined) continue;
       if (g.shape.length !== slot.param.shape.length || g.shape.some((d, i) => d !== slot.param.shape[i])) {
         throw new UnimeError(`AdamW: gradient for ${slot.param.name} has shape [${g.shape.join(', ')}], the parameter [${slot.param.shape.join(', ')}]`);
+      }
+      if (this.hostLoop ?? HOST_BACKENDS.has(tf.getBackend())) {
+        hostUpdate(slot, g, { beta1, beta2, eps, lrDecay: slot.decay ? lr * weightDecay : 0, bc2Sqrt, stepSize });
+        continue;
       }
       tf.tidy(() => {
         let p: Tensor = slot.param;

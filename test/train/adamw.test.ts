@@ -120,3 +120,27 @@ test('AdamW state exports and imports exactly: a restored optimizer continues bi
   optB.dispose();
   tf.dispose([a.w, a.b, b.w, b.b]);
 });
+
+test('the fused host loop and the tensor-op update agree over several steps (weight decay on one parameter)', async () => {
+  await useDevice('cpu');
+  const make = (x: string) => [tf.variable(tf.tensor2d([[0.5, -1.25, 2], [3, -0.75, 0.125]]), true, `host-vs-ops-${x}-w`), tf.variable(tf.tensor1d([0.1, -0.2, 0.3]), true, `host-vs-ops-${x}-b`)];
+  const [pa, pb] = [make('a'), make('b')];
+  const opts = { weightDecay: 0.1, noDecay: (n: string) => n.endsWith('-b') };
+  const host = new AdamW(pa, { ...opts, hostLoop: true });
+  const ops = new AdamW(pb, { ...opts, hostLoop: false });
+  for (let step = 0; step < 5; step++) {
+    const g = (x: string, k: number) => new Map<string, tf.Tensor>([
+      [`host-vs-ops-${x}-w`, tf.tensor2d([[0.3 * k, -0.1, 0.05], [-0.2, 0.4 * k, 0.01]])],
+      [`host-vs-ops-${x}-b`, tf.tensor1d([0.02, -0.03 * k, 0.5])],
+    ]);
+    const [ga, gb] = [g('a', step + 1), g('b', step + 1)];
+    host.update(ga, 1e-2);
+    ops.update(gb, 1e-2);
+    for (const t of [...ga.values(), ...gb.values()]) t.dispose();
+  }
+  for (let i = 0; i < 2; i++) {
+    const [a, b] = [pa[i]!.dataSync(), pb[i]!.dataSync()];
+    for (let j = 0; j < a.length; j++) assert.ok(Math.abs(a[j]! - b[j]!) < 1e-6, `param ${i}[${j}]: ${a[j]} vs ${b[j]}`);
+  }
+  for (const v of [...pa, ...pb]) v.dispose();
+});
