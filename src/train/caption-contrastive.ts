@@ -34,12 +34,13 @@ import {
 import { poolEmbeddings, type PoolingMode } from '../models/pooling.js';
 import { loadTextDecoder, type LoadedTextDecoder } from '../models/text/load.js';
 import { attachStageRunner, type StageContext, type StageResult } from '../recipes/registry.js';
-import { Rng, type RngState } from '../runtime/rng.js';
+import { Rng } from '../runtime/rng.js';
 import { tf, type Tensor } from '../runtime/tf.js';
 import { encodeBatch } from '../tokenizers/batch.js';
 import { loadTokenizer } from '../tokenizers/load.js';
 import type { Tokenizer } from '../tokenizers/types.js';
 import { ShuffledBatches } from './data.js';
+import { DropoutReplay, lossSummary } from './dropout-replay.js';
 import { gradCacheStep } from './gradcache.js';
 import { FULL_MODEL_DIR } from './teacher-embed.js';
 import { loopOptionsFromRecipe, train } from './trainer.js';
@@ -223,14 +224,9 @@ export async function runCaptionContrastive(ctx: StageContext<CaptionContrastive
     adapter?.train(true);
 
     // Dropout masks must be the same in GradCache's two passes over a chunk: replay the stream.
-    const chunkRngStates = new Map<string, RngState>();
+    const replay = new DropoutReplay(adapter?.dropoutRng ?? null);
     const encoder = (side: string) => (chunk: string[], chunkIndex: number): Tensor => {
-      if (adapter !== null) {
-        const key = `${side}:${chunkIndex}`;
-        const saved = chunkRngStates.get(key);
-        if (saved === undefined) chunkRngStates.set(key, adapter.dropoutRng.getState());
-        else adapter.dropoutRng.setState(saved);
-      }
+      replay.enter(`${side}:${chunkIndex}`);
       return encodeTexts(enc, chunk);
     };
     const params = adapter !== null ? adapter.variables : [...decoder.weights.values()];
@@ -251,10 +247,9 @@ export async function runCaptionContrastive(ctx: StageContext<CaptionContrastive
       // checkpoint cannot be matched to them in another process: that mode starts over instead.
       resume: !full,
       overwrite: full,
-      progress: null,
       label: 'caption-contrastive',
       step: (batch) => {
-        chunkRngStates.clear();
+        replay.clear();
         const negatives = batch.flatMap((x) => (x.negative === null ? [] : [x.negative]));
         const out = gradCacheStep<string, string>({
           params,
@@ -288,16 +283,12 @@ export async function runCaptionContrastive(ctx: StageContext<CaptionContrastive
       output = path.join(ctx.outputDir, FULL_MODEL_DIR);
       await saveFullModel(output, decoder, modelDir);
     }
-    const losses = result.losses;
     const seconds = (performance.now() - t0) / 1000;
     ctx.log.info(
       `caption-contrastive: ${result.step} steps in ${seconds.toFixed(1)}s; pair accuracy ${before?.toFixed(3) ?? 'n/a'} -> ${after?.toFixed(3) ?? 'n/a'}; saved ${output}`,
     );
     return {
-      steps: result.step,
-      first_loss: losses[0] ?? null,
-      final_loss: losses[losses.length - 1] ?? null,
-      losses,
+      ...lossSummary(result),
       rows: triples.length,
       mode: full ? 'full' : 'lora',
       trainable_parameters: trainable,

@@ -18,7 +18,7 @@ import { poolEmbeddings } from '../models/pooling.js';
 import { loadTextDecoder, type LoadedTextDecoder } from '../models/text/load.js';
 import { resolveTemplate } from '../models/text-embedder.js';
 import { attachStageRunner, type StageContext, type StageResult } from '../recipes/registry.js';
-import { Rng, type RngState } from '../runtime/rng.js';
+import { Rng } from '../runtime/rng.js';
 import { tf, type Tensor } from '../runtime/tf.js';
 import { encodeBatch } from '../tokenizers/batch.js';
 import { loadTokenizer } from '../tokenizers/load.js';
@@ -26,6 +26,7 @@ import { BACKBONE_NAMES, SENTENCE_SLOT, type BackboneName } from '../tokenizers/
 import type { Tokenizer } from '../tokenizers/types.js';
 import { inbatchKlDistillation } from '../losses/inbatch-kl-distillation.js';
 import { ShuffledBatches } from './data.js';
+import { DropoutReplay, lossSummary } from './dropout-replay.js';
 import { gradCacheStep } from './gradcache.js';
 import { distinctTexts, readTeacherCache } from './teacher-embed.js';
 import { loopOptionsFromRecipe, train } from './trainer.js';
@@ -131,11 +132,9 @@ export async function runUnimeDistill(ctx: StageContext<UnimeDistillStage>): Pro
     const wrap = (text: string) => (prompt === null ? text : prompt.replace(SENTENCE_SLOT, () => text));
     adapter.train(true);
     // Dropout masks must be the same in GradCache's two passes over a chunk: replay the stream.
-    const chunkRngStates = new Map<number, RngState>();
+    const replay = new DropoutReplay(adapter.dropoutRng);
     const encode = (chunk: string[], chunkIndex: number): Tensor => {
-      const saved = chunkRngStates.get(chunkIndex);
-      if (saved === undefined) chunkRngStates.set(chunkIndex, adapter.dropoutRng.getState());
-      else adapter.dropoutRng.setState(saved);
+      replay.enter(String(chunkIndex));
       const enc = encodeBatch(tokenizer, chunk.map(wrap), { maxLength: s.max_length, paddingSide: 'left' });
       for (const id of enc.inputIds) {
         if (id < 0 || id >= vocab) {
@@ -165,7 +164,7 @@ export async function runUnimeDistill(ctx: StageContext<UnimeDistillStage>): Pro
       resume: true,
       label: 'unime-distill',
       step: (batch) => {
-        chunkRngStates.clear();
+        replay.clear();
         const teacherRows = new Float32Array(batch.length * cache.dim);
         batch.forEach((x, i) => teacherRows.set(teacherOf(x), i * cache.dim));
         const teacher = tf.tensor2d(teacherRows, [batch.length, cache.dim]);
@@ -193,14 +192,10 @@ export async function runUnimeDistill(ctx: StageContext<UnimeDistillStage>): Pro
     });
     const adapterDir = path.join(ctx.outputDir, ADAPTER_DIR);
     await saveLoraAdapter(adapterDir, decoder);
-    const losses = result.losses;
     const seconds = (performance.now() - t0) / 1000;
     ctx.log.info(`unime-distill: ${result.step} steps in ${seconds.toFixed(1)}s; adapter in ${adapterDir}`);
     return {
-      steps: result.step,
-      first_loss: losses[0] ?? null,
-      final_loss: losses[losses.length - 1] ?? null,
-      losses,
+      ...lossSummary(result),
       adapter: adapterDir,
       adapter_files: [ADAPTER_CONFIG, ADAPTER_WEIGHTS],
       texts: texts.length,

@@ -24,9 +24,10 @@ import type { MultimodalModel, PreparedInput } from '../models/mllm/types.js';
 import { ADAPTER_CONFIG, ADAPTER_DIR, ADAPTER_WEIGHTS, applyLora, mergeAdapterChain, resolveAdapterChain, saveLoraAdapter, writeAdapterChain } from '../models/peft/index.js';
 import { attachStageRunner, type StageContext, type StageResult } from '../recipes/registry.js';
 import type { unimeHardnegSchema } from '../recipes/kinds.js';
-import { Rng, type RngState } from '../runtime/rng.js';
+import { Rng } from '../runtime/rng.js';
 import { tf, type Tensor } from '../runtime/tf.js';
 import { ShuffledBatches, SubsetBatches, type TrainData } from './data.js';
+import { DropoutReplay, lossSummary } from './dropout-replay.js';
 import { gradCacheStep } from './gradcache.js';
 import { loopOptionsFromRecipe, train } from './trainer.js';
 
@@ -181,14 +182,11 @@ export async function runUnimeHardneg(ctx: StageContext<UnimeHardnegStage>): Pro
     };
 
     // Dropout masks must match in GradCache's two passes over a chunk: replay the stream per chunk and side.
-    const chunkRngStates = new Map<string, RngState>();
+    const replay = new DropoutReplay(adapter.dropoutRng);
     const encoder =
       (side: string) =>
       (chunk: PreparedInput[], chunkIndex: number): Tensor => {
-        const key = `${side}:${chunkIndex}`;
-        const saved = chunkRngStates.get(key);
-        if (saved === undefined) chunkRngStates.set(key, adapter.dropoutRng.getState());
-        else adapter.dropoutRng.setState(saved);
+        replay.enter(`${side}:${chunkIndex}`);
         return model.embed(chunk);
       };
 
@@ -224,7 +222,7 @@ export async function runUnimeHardneg(ctx: StageContext<UnimeHardnegStage>): Pro
       resume: true,
       label: 'unime-hardneg',
       step: async (batch) => {
-        chunkRngStates.clear();
+        replay.clear();
         const queries: PreparedInput[] = [];
         const targets: PreparedInput[] = [];
         for (const p of batch) {
@@ -265,14 +263,10 @@ export async function runUnimeHardneg(ctx: StageContext<UnimeHardnegStage>): Pro
     });
     const adapterDir = path.join(ctx.outputDir, ADAPTER_DIR);
     await saveLoraAdapter(adapterDir, model.decoder);
-    const losses = result.losses;
     const seconds = (performance.now() - t0) / 1000;
     ctx.log.info(`unime-hardneg: ${result.step} steps in ${seconds.toFixed(1)}s; adapter in ${adapterDir}`);
     return {
-      steps: result.step,
-      first_loss: losses[0] ?? null,
-      final_loss: losses[losses.length - 1] ?? null,
-      losses,
+      ...lossSummary(result),
       adapter: adapterDir,
       adapter_files: [ADAPTER_CONFIG, ADAPTER_WEIGHTS],
       adapter_chain: chain,
