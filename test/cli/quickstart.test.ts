@@ -27,7 +27,7 @@ test('the quickstart recipe runs end to end through the CLI (shortened) and writ
       'stages.distill.train.epochs=null',
       'stages.distill.train.max_steps=2',
       'stages.hardneg.train.max_steps=2',
-      'stages.hardneg.train.batch_size=16',
+      'stages.hardneg.train.batch_size=8',
       'stages.hardneg.train.gradcache_chunk_size=8',
       'stages.hardneg.train.save_every=null',
       'stages.hardneg.loss.hard_negatives=4',
