@@ -24,6 +24,11 @@ export interface StageContext<S = StageConfig> {
   initFrom: string | null;
   /** Absolute output directories of every stage, by name. */
   stageOutputs: Readonly<Record<string, string>>;
+  /**
+   * True when the user asked for a rerun (--force): a training stage starts over instead of resuming
+   * from the checkpoints an earlier run left in its output dir.
+   */
+  fresh: boolean;
   /** The recipe file, as the user named it. */
   recipeFile: string;
   log: Logger;

@@ -344,6 +344,7 @@ export async function runRecipe(loaded: LoadedRecipe, opts: RunOptions = {}): Pr
       previousOutput: s.previousOutput,
       initFrom: s.initFrom,
       stageOutputs,
+      fresh: opts.force === true,
       recipeFile: loaded.file,
       log,
       resolveModel: (ref) => {

@@ -245,8 +245,8 @@ export async function runCaptionContrastive(ctx: StageContext<CaptionContrastive
       ...(adapter !== null ? { rngs: { 'lora-dropout': adapter.dropoutRng } } : {}),
       // The decoder's variables are named by tfjs's process-wide counter, so a full fine-tuning
       // checkpoint cannot be matched to them in another process: that mode starts over instead.
-      resume: !full,
-      overwrite: full,
+      resume: !full && !ctx.fresh,
+      overwrite: full || ctx.fresh,
       label: 'caption-contrastive',
       step: (batch) => {
         replay.clear();

@@ -161,7 +161,9 @@ export async function runUnimeDistill(ctx: StageContext<UnimeDistillStage>): Pro
       outputDir: ctx.outputDir,
       rng,
       rngs: { 'lora-dropout': adapter.dropoutRng },
-      resume: true,
+      // --force starts over; otherwise a rerun continues from the newest checkpoint.
+      resume: !ctx.fresh,
+      overwrite: ctx.fresh,
       label: 'unime-distill',
       step: (batch) => {
         replay.clear();

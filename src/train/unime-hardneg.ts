@@ -219,7 +219,9 @@ export async function runUnimeHardneg(ctx: StageContext<UnimeHardnegStage>): Pro
       outputDir: ctx.outputDir,
       rng,
       rngs: { 'lora-dropout': adapter.dropoutRng },
-      resume: true,
+      // --force starts over; otherwise a rerun continues from the newest checkpoint.
+      resume: !ctx.fresh,
+      overwrite: ctx.fresh,
       label: 'unime-hardneg',
       step: async (batch) => {
         replay.clear();

@@ -126,6 +126,17 @@ ${distillStage('${stages.teacher.output_dir}', pairsFile)}`;
     await pf.close();
   }
 
+  // --force reruns the stage from scratch: the same 8 losses again, not a resume at the finished step
+  const again = await runRecipe(loaded, { log: quiet(), only: ['distill'], force: true });
+  const r2 = (again.stages[1] as { result?: Record<string, unknown> }).result!;
+  assert.deepEqual(r2.losses, losses);
+  // without --force a rerun of an interrupted stage continues from its checkpoint (nothing left to do here)
+  await fsp.rm(path.join(out, 'stage.json'));
+  const resumed = await runRecipe(loaded, { log: quiet(), only: ['distill'] });
+  const r3 = (resumed.stages[1] as { result?: Record<string, unknown> }).result!;
+  assert.equal(r3.steps, 8);
+  assert.deepEqual(r3.losses, []);
+
   // a text without a teacher vector is a clear error naming the cache
   const extra = path.join(dir, 'extra.jsonl');
   await fsp.writeFile(extra, [...PAIRS, { sent0: 'a text the teacher never saw', sent1: 'nor this one' }].map((p) => JSON.stringify(p)).join('\n') + '\n');

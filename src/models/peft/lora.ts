@@ -188,6 +188,18 @@ function checkOptions(o: LoraOptions): void {
 }
 
 /**
+ * A trainable variable named after its PEFT key, so checkpoints match it by name in any process (tfjs's
+ * default names come from a process-wide counter, which differs when a resumed run loads fewer models
+ * first). A name still registered by a live variable gets a `#n` suffix.
+ */
+function namedVariable(value: Tensor, name: string): tf.Variable {
+  const taken = tf.engine().registeredVariables;
+  let unique = name;
+  for (let n = 2; unique in taken; n++) unique = `${name}#${n}`;
+  return tf.variable(value, true, unique);
+}
+
+/**
  * Attach LoRA to the model's Linear layers that `targetModules` selects: freezes every base weight
  * (trainable: false) and creates trainable lora_A [r, in] (kaiming-uniform, a = sqrt(5): uniform in
  * ±1/sqrt(in)) and lora_B [out, r] (zeros), so the adapted model starts equal to the base one.
@@ -227,7 +239,7 @@ export function applyLora(model: LoraTarget, options: LoraOptions): LoraAdapter 
     const a = tf.tensor(initRng.fillUniform(new Float32Array(options.r * inDim), -bound, bound), [options.r, inDim], 'float32');
     const b = tf.zeros([out, options.r]);
     // A variable shares its initial tensor's buffer; disposing the tensor drops only that handle.
-    const layer = new LoraLayer(prefix + name, lin, tf.variable(a, true), tf.variable(b, true), scaling, adapter);
+    const layer = new LoraLayer(prefix + name, lin, namedVariable(a, `${prefix + name}.lora_A.weight`), namedVariable(b, `${prefix + name}.lora_B.weight`), scaling, adapter);
     a.dispose();
     b.dispose();
     adapter.layers.push(layer);
