@@ -1,25 +1,134 @@
 import type { Argv } from 'yargs';
 import * as path from 'node:path';
 import { handler as wrap } from './common.js';
-import { notInThisBuild } from './later.js';
 import { readMmebReport, summarizeMmeb, MMEB_MAIN_METRIC } from '../eval/aggregate.js';
 import { markdownReport, comparisonMarkdown, writeResultReports, writeComparisonReports } from '../eval/report.js';
 import { UnimeError } from '../errors.js';
 import { EvalInterrupted, failedDatasetsError, runMmebEval } from '../eval/mmeb-eval.js';
+import { DEFAULT_IMAGE_PROMPT, DEFAULT_TEXT_PROMPT, OTHER_SUITES, type OtherSuite } from '../eval/suite-eval.js';
 
 export const SUITES = ['mmeb', 'retrieval', 'sugarcrepe', 'zeroshot'] as const;
 
 export const command = 'eval';
 export const describe = 'Evaluate a model on MMEB or another suite; summarize and compare results';
 
-function suiteBuilder(y: Argv) {
-  return y
-    .option('model', { type: 'string', describe: 'checkpoint directory or Hub id', demandOption: true })
-    .option('data', { type: 'string', describe: 'local folder with the suite data (e.g. the MMEB-eval layout)' })
-    .option('datasets', { type: 'string', array: true, describe: 'evaluate only these datasets' })
-    .option('out', { type: 'string', describe: 'folder for results JSON, Markdown and HTML' })
-    .option('batch-size', { type: 'number', default: 16 })
-    .option('device', { type: 'string', choices: ['auto', 'cpu', 'native', 'cuda'], default: 'auto' });
+const SUITE_DATA: Record<OtherSuite, string> = {
+  retrieval: 'image-caption annotations: a jsonl/csv (image, caption or captions; paths relative to it), a Karpathy-split JSON (split "test"), or a folder holding one',
+  sugarcrepe: 'folder with the 7 SugarCrepe subset files (add_att.json, ...); images from --images or an images/ or val2017/ folder beside them',
+  zeroshot: 'ImageFolder root (<root>/<class>/<images>) or a jsonl/csv of image,label',
+};
+
+function suiteBuilder(suite: OtherSuite) {
+  return (y: Argv) => {
+    let b = y
+      .option('model', { type: 'string', describe: 'checkpoint directory or Hub id', demandOption: true })
+      .option('adapter', { type: 'string', array: true, describe: 'LoRA adapter dir, or a training stage output dir (its whole adapter chain); repeatable, merged in order' })
+      .option('data', { type: 'string', describe: SUITE_DATA[suite], demandOption: true })
+      .option('out', { type: 'string', describe: `folder for ${suite}.json and ${suite}-report.md (default eval-results/<model>)` })
+      .option('cache', { type: 'string', describe: 'embedding cache folder (default <out>/embed-cache). --no-cache: keep embeddings in memory only' })
+      .option('batch-size', { type: 'number', default: 16 })
+      .option('max-length', { type: 'number', default: 256, describe: 'truncate inputs to this many tokens' })
+      .option('image-size', { type: 'number', describe: "refuse to run unless the model's image size is this (default: the model's own)" })
+      .option('image-prompt', { type: 'string', default: DEFAULT_IMAGE_PROMPT, describe: 'text of an image input (<image> marks the image; the model rewrites it)' })
+      .option('text-prompt', { type: 'string', default: DEFAULT_TEXT_PROMPT, describe: 'text of a text input, <sent> standing for the caption' })
+      .option('progress-every', { type: 'number', default: 10, describe: 'seconds between progress lines' })
+      .option('device', { type: 'string', choices: ['auto', 'cpu', 'native', 'cuda'], default: 'auto' });
+    if (suite !== 'zeroshot') b = b.option('images', { type: 'string', describe: suite === 'sugarcrepe' ? 'the COCO val2017 image folder' : 'folder that image paths are relative to (default: the annotation file\'s)' });
+    if (suite === 'zeroshot') {
+      b = b
+        .option('classnames', { type: 'string', describe: 'class names: one per line (sorted class-folder order, or indexed by integer labels), a JSON list, or a JSON object label -> name' })
+        .option('templates', { type: 'string', describe: 'prompt templates, one per line with {} for the class name (default: 8 OpenAI CLIP templates)' });
+    }
+    return b;
+  };
+}
+
+interface SuiteArgs {
+  model: string;
+  adapter?: string[];
+  data: string;
+  out?: string;
+  cache?: string | boolean;
+  batchSize: number;
+  maxLength: number;
+  imageSize?: number;
+  imagePrompt: string;
+  textPrompt: string;
+  progressEvery: number;
+  device: string;
+  images?: string;
+  classnames?: string;
+  templates?: string;
+}
+
+function defaultOut(modelDir: string, adapters: readonly string[]): string {
+  return path.join('eval-results', path.basename(modelDir) + (adapters.length ? `+${path.basename(path.dirname(adapters[adapters.length - 1]!))}` : ''));
+}
+
+async function runSuiteCommand(suite: OtherSuite, a: SuiteArgs): Promise<void> {
+  positiveInt(a.batchSize, '--batch-size');
+  positiveInt(a.maxLength, '--max-length');
+  positiveInt(a.imageSize, '--image-size');
+  const noCache = a.cache === false;
+  const cacheFlag = typeof a.cache === 'string' ? a.cache : undefined;
+  // Cheap checks first: the data, then the model (which may download).
+  const { readSuiteData, runSuiteEval } = await import('../eval/suite-eval.js');
+  const data = await readSuiteData(suite, a.data, {
+    ...(a.images ? { images: a.images } : {}),
+    ...(a.classnames ? { classNames: a.classnames } : {}),
+    ...(a.templates ? { templates: a.templates } : {}),
+  });
+  const { resolveModelPath } = await import('../hub/download.js');
+  const { resolveAdapterChain } = await import('../models/peft/chain.js');
+  const { loadMllmEvalModel, mllmEvalIdentity } = await import('../eval/mllm-model.js');
+  const modelDir = await resolveModelPath(a.model);
+  const adapters: string[] = [];
+  for (const ad of a.adapter ?? []) adapters.push(...(await resolveAdapterChain(ad, '--adapter')));
+  const out = path.resolve(a.out ?? defaultOut(modelDir, adapters));
+  const imageSize = a.imageSize ?? null;
+  const log = { info: (m: string) => process.stderr.write(m + '\n'), warn: (m: string) => process.stderr.write(`warning: ${m}\n`) };
+  const stop = new AbortController();
+  const onSigint = () => {
+    if (stop.signal.aborted) process.exit(130);
+    process.stderr.write('\ninterrupted: finishing the current batch and saving the embedding cache (Ctrl-C again to quit at once)\n');
+    stop.abort();
+  };
+  process.on('SIGINT', onSigint);
+  const outcome = await runSuiteEval({
+    data,
+    dataPath: a.data,
+    outDir: out,
+    modelName: a.model + (adapters.length ? ` + ${adapters.length} adapter${adapters.length > 1 ? 's' : ''}` : ''),
+    loadModel: async () => {
+      const { initRuntime } = await import('../runtime/index.js');
+      await initRuntime({ device: a.device as 'auto' });
+      return loadMllmEvalModel(modelDir, adapters, imageSize);
+    },
+    cacheDir: noCache ? null : path.resolve(cacheFlag ?? path.join(out, 'embed-cache')),
+    identity: await mllmEvalIdentity(modelDir, adapters, { maxLength: a.maxLength, imageToken: 'auto', imageSize }),
+    batchSize: a.batchSize,
+    maxLength: a.maxLength,
+    imagePrompt: a.imagePrompt,
+    textPrompt: a.textPrompt,
+    log,
+    progressEverySeconds: a.progressEvery,
+    metadata: { model_dir: modelDir, adapters },
+    signal: stop.signal,
+  })
+    .catch((e: unknown) => {
+      if (!(e instanceof EvalInterrupted)) throw e;
+      process.stderr.write(`${e.message}\n`);
+      process.exitCode = 130;
+      return null;
+    })
+    .finally(() => process.off('SIGINT', onSigint));
+  if (outcome === null) return;
+  process.stdout.write(outcome.table);
+  const eps = outcome.embeddings_per_second;
+  process.stderr.write(
+    `${outcome.embedded} inputs embedded${eps === null ? '' : ` at ${eps.toFixed(1)} embeddings/s`}, ${outcome.cached} from the cache, ${outcome.seconds.toFixed(1)} s in all\n` +
+      `wrote ${outcome.files.result}, ${outcome.files.markdown}\n`,
+  );
 }
 
 function mmebBuilder(y: Argv) {
@@ -150,12 +259,16 @@ export function builder(y: Argv) {
     mmebBuilder,
     wrap(runMmebCommand),
   );
-  for (const suite of SUITES.filter((x) => x !== 'mmeb')) {
+  for (const suite of OTHER_SUITES) {
     b = b.command(
       suite,
-      `Evaluate a model on ${suite}`,
-      suiteBuilder,
-      wrap(() => notInThisBuild(`eval ${suite}`, `the ${suite} evaluation suite`)),
+      {
+        retrieval: 'Caption retrieval (Flickr30K, COCO, ...): recall@1/5/10, image->text and text->image',
+        sugarcrepe: 'SugarCrepe: accuracy of caption vs hard negative on its 7 subsets',
+        zeroshot: 'Zero-shot classification with prompt templates: top-1 and top-5 accuracy',
+      }[suite],
+      suiteBuilder(suite),
+      wrap((a: SuiteArgs) => runSuiteCommand(suite, a)),
     );
   }
   return b

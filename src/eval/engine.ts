@@ -2,10 +2,10 @@
  * The `eval` stage. Suite mmeb: the stage's base model with the adapters of `init_from` (an
  * earlier training stage: its adapter chain, in merge order) scored on an MMEB-eval folder; results,
  * reports and the embedding cache go to the stage's output dir (the cache survives a rerun, so an
- * interrupted stage resumes). Other suites are not in this build.
+ * interrupted stage resumes). Suites retrieval, sugarcrepe and zeroshot: the same model on that
+ * suite's public format (./suite-eval.ts), results and cache in the same places.
  */
 import * as path from 'node:path';
-import { NotImplementedYetError } from '../errors.js';
 import { resolveAdapterChain } from '../models/peft/chain.js';
 import { attachStageRunner, type StageContext, type StageResult } from '../recipes/registry.js';
 import '../recipes/kinds.js';
@@ -13,6 +13,7 @@ import type { EvalStage } from '../recipes/kinds.js';
 import { META_TASKS } from './mmeb-datasets.js';
 import { failedDatasetsError, runMmebEval, type EvalModel } from './mmeb-eval.js';
 import { loadMllmEvalModel, mllmEvalIdentity } from './mllm-model.js';
+import { readSuiteData, runSuiteEval } from './suite-eval.js';
 
 export const EVAL_CACHE_DIR = 'embed-cache';
 
@@ -26,17 +27,48 @@ export function makeEvalStageRunner(deps: EvalStageDeps = {}) {
   const load = deps.loadModel ?? loadMllmEvalModel;
   return async function runEvalStage(ctx: StageContext<EvalStage>): Promise<StageResult> {
     const s = ctx.stage;
-    if (s.suite !== 'mmeb') {
-      throw new NotImplementedYetError(`eval suite "${s.suite}" is not in this build yet (only mmeb is)`, {
-        file: ctx.recipeFile,
-        field: `stages[${ctx.index}].suite`,
-        fix: 'use suite: mmeb',
-      });
-    }
     const modelDir = await ctx.resolveModel(s.model);
     const adapters = await resolveAdapterChain(ctx.initFrom, `stages[${ctx.index}].init_from`);
     const settings = { maxLength: s.max_length, imageToken: s.image_token, imageSize: s.image_size };
     const modelName = s.model.path + (ctx.initFrom ? ` + ${path.basename(ctx.initFrom)}` : '');
+    if (s.suite !== 'mmeb') {
+      const field = `stages[${ctx.index}].data`;
+      const data = await readSuiteData(s.suite, s.data.root, {
+        field: `${field}.root`,
+        ...(s.data.images ? { images: s.data.images } : {}),
+        ...(s.data.classnames ? { classNames: s.data.classnames } : {}),
+        ...(s.data.templates ? { templates: s.data.templates } : {}),
+      });
+      const o = await runSuiteEval({
+        data,
+        dataPath: s.data.root,
+        outDir: ctx.outputDir,
+        modelName,
+        loadModel: () => load(modelDir, adapters, s.image_size),
+        cacheDir: path.join(ctx.outputDir, EVAL_CACHE_DIR),
+        identity: await mllmEvalIdentity(modelDir, adapters, { ...settings, imageToken: 'auto' }),
+        batchSize: s.batch_size,
+        maxLength: s.max_length,
+        imagePrompt: s.image_prompt,
+        textPrompt: s.text_prompt,
+        log: ctx.log,
+        metadata: { stage: s.name, model_dir: modelDir, adapters },
+      });
+      for (const line of o.table.trimEnd().split('\n')) ctx.log.info(line);
+      return {
+        suite: s.suite,
+        model: modelName,
+        adapters,
+        score: o.score,
+        scores: o.result.scores,
+        embedded: o.embedded,
+        cached: o.cached,
+        embeddings_per_second: o.embeddings_per_second,
+        seconds: o.seconds,
+        results: o.files.result,
+        report: o.files.markdown,
+      };
+    }
     const outcome = await runMmebEval({
       dataRoot: s.data.root,
       datasets: s.datasets,

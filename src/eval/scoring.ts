@@ -416,3 +416,28 @@ function checkTieRule(t: TieRule): TieRule {
   }
   return t;
 }
+
+// ---------------------------------------------------------------------------------------------
+// Full similarity matrices (caption retrieval, zero-shot classification)
+
+/** Cosine similarity of every row of `a` with every row of `b`, row-major [a.rows, b.rows], in float64; 0 where a norm is 0. */
+export function cosineMatrix(a: EmbeddingMatrix, b: EmbeddingMatrix, label = 'scoring'): Float64Array {
+  if (a.dim !== b.dim) {
+    throw new UnimeError(`cannot compare embeddings of dimension ${a.dim} and ${b.dim}`, { field: label, fix: 'embed both sides with the same model' });
+  }
+  const na = rowNorms(a, `${label}: queries`);
+  const nb = rowNorms(b, `${label}: candidates`);
+  const out = new Float64Array(a.rows * b.rows);
+  for (let i = 0; i < a.rows; i++) {
+    for (let j = 0; j < b.rows; j++) out[i * b.rows + j] = cosineFrom(dotRows(a.data, i * a.dim, b.data, j * b.dim, a.dim), na[i]!, nb[j]!);
+  }
+  return out;
+}
+
+/** Percent of ranks at most k. */
+export function recallAt(ranks: ArrayLike<number>, k: number): number {
+  if (ranks.length === 0) return 0;
+  let hits = 0;
+  for (let i = 0; i < ranks.length; i++) if (ranks[i]! <= k) hits++;
+  return (100 * hits) / ranks.length;
+}

@@ -239,13 +239,26 @@ export const evalSchema = stageSchema('eval', {
   suite: z.enum(EVAL_SUITES),
   /** The base model; a trained adapter comes in through init_from. */
   model: modelRefSchema,
-  data: z.strictObject({ root: z.string().min(1) }),
+  /**
+   * root: the suite's data (MMEB-eval folder; retrieval annotations file or folder; SugarCrepe subset
+   * folder; zero-shot ImageFolder root or image,label table). images: SugarCrepe's COCO val2017 folder,
+   * or the folder retrieval image paths are relative to. classnames, templates: zero-shot files.
+   */
+  data: z.strictObject({
+    root: z.string().min(1),
+    images: z.string().min(1).optional(),
+    classnames: z.string().min(1).optional(),
+    templates: z.string().min(1).optional(),
+  }),
   datasets: datasetSelectionSchema.default('all'),
   batch_size: count().default(16),
   /** null = the model's own input size. */
   image_size: count().nullable().default(null),
   max_length: count().default(256),
   image_token: z.string().min(1).default('auto'),
+  /** retrieval/sugarcrepe/zeroshot: the text of an image input, and of a text input (<sent> = the text); UniME's by default. */
+  image_prompt: z.string().min(1).default('<image>\nSummary above image in one word:'),
+  text_prompt: z.string().includes('<sent>').default('<sent>\nSummary above sentence in one word:'),
 });
 
 // ---------------------------------------------------------------------------------------------

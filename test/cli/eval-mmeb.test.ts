@@ -53,7 +53,7 @@ test('unime eval mmeb: scores, prints the table, writes results and reports; the
   assert.match(sum.stdout, /\| N24News \| Classification \| IND \| [0-9.]+ \|/);
 });
 
-test('unime eval mmeb: a bad --data exits 2 naming the path; unknown datasets and bad numbers exit 2; other suites exit 3', async () => {
+test('unime eval mmeb: a bad --data exits 2 naming the path; unknown datasets and bad numbers exit 2; a suite without --data fails', async () => {
   const nowhere = path.join(dir, 'no-such-folder');
   const a = await runCli(['eval', 'mmeb', '--model', model, '--data', nowhere]);
   assert.equal(a.code, 2);
@@ -80,8 +80,8 @@ test('unime eval mmeb: a bad --data exits 2 naming the path; unknown datasets an
   assert.match(e.stderr, /neither an existing directory nor a Hub id/);
 
   const f = await runCli(['eval', 'sugarcrepe', '--model', model]);
-  assert.equal(f.code, 3);
-  assert.match(f.stderr, /eval sugarcrepe/);
+  assert.notEqual(f.code, 0);
+  assert.match(f.stderr, /data/);
 
   const g = await runCli(['eval', 'mmeb', '--data', data]);
   assert.notEqual(g.code, 0);

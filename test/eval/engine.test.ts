@@ -3,7 +3,7 @@ import assert from 'node:assert/strict';
 import { existsSync, promises as fsp, readFileSync } from 'node:fs';
 import * as path from 'node:path';
 import { tempDir } from '../helpers.js';
-import { NotImplementedYetError, UnimeError } from '../../src/errors.js';
+import { UnimeError } from '../../src/errors.js';
 import { parseRecipe, runRecipe } from '../../src/recipes/index.js';
 import { attachStageRunner } from '../../src/recipes/registry.js';
 import { makeEvalStageRunner, EVAL_CACHE_DIR } from '../../src/eval/engine.js';
@@ -124,7 +124,47 @@ test('eval stage with the real embedder: a text-only decoder checkpoint on a tex
   assert.match(md, /\*\*Incomplete\.\*\* 34 of 36 datasets missing/);
 });
 
-test('eval stage: other suites are not in this build (exit-3 error naming the suite); a bad init_from and a bad data root are errors naming them', async () => {
+test('eval stage, suite zeroshot, with a fake model: the stage prompts and templates file are used, results in the stage dir', async () => {
+  const fake = fakeModel();
+  const detach = attachStageRunner('eval', makeEvalStageRunner({ loadModel: fake.load }));
+  try {
+    const root = path.join(dir, 'zs');
+    for (const c of ['cat', 'dog']) {
+      await fsp.mkdir(path.join(root, c), { recursive: true });
+      for (const i of [1, 2]) await fsp.writeFile(path.join(root, c, `${i}.png`), `${c}-${i}`);
+    }
+    const templates = path.join(dir, 'zs-templates.txt');
+    await fsp.writeFile(templates, 'a {} here\n');
+    const text = recipe(
+      'zs',
+      `  - name: eval
+    kind: eval
+    suite: zeroshot
+    model: ${JSON.stringify(model)}
+    data:
+      root: ${JSON.stringify(root)}
+      templates: ${JSON.stringify(templates)}
+    text_prompt: "Query: <sent>"
+    image_prompt: "<image> Picture:"
+`,
+    );
+    const report = await runRecipe(parseRecipe(text, { file: 'zs.yaml', env: {} }), { log: quietLog() });
+    const st = report.stages[0]! as { status: string; result?: Record<string, unknown>; outputDir: string };
+    assert.equal(st.status, 'ran');
+    assert.equal(st.result!.suite, 'zeroshot');
+    assert.equal(typeof st.result!.score, 'number');
+    assert.ok(fake.counters.texts.includes('Query: a cat here'));
+    assert.ok(fake.counters.texts.includes('<image> Picture:'));
+    const json = JSON.parse(readFileSync(path.join(st.outputDir, 'zeroshot.json'), 'utf8'));
+    assert.deepEqual(json.scores.class_names, ['cat', 'dog']);
+    assert.ok(existsSync(path.join(st.outputDir, 'zeroshot-report.md')));
+    assert.ok(existsSync(path.join(st.outputDir, EVAL_CACHE_DIR)));
+  } finally {
+    detach();
+  }
+});
+
+test('eval stage: a suite whose data is not in its format, a bad init_from and a bad data root are errors naming them', async () => {
   await import('../../src/eval/engine.js');
   const stage = (extra: string, root = textRoot) => `  - name: eval
     kind: eval
@@ -135,7 +175,7 @@ test('eval stage: other suites are not in this build (exit-3 error naming the su
 `;
   await assert.rejects(
     runRecipe(parseRecipe(recipe('other', stage('sugarcrepe')), { file: 'other.yaml', env: {} }), { log: quiet() }),
-    (e: unknown) => e instanceof NotImplementedYetError && /eval suite "sugarcrepe" is not in this build/.test(e.message),
+    (e: unknown) => e instanceof UnimeError && e.message.includes(textRoot) && /SugarCrepe subset files/.test(e.message) && /stages\[0\]\.data\.root/.test(e.message),
   );
   const noAdapter = path.join(dir, 'no-adapter');
   await fsp.mkdir(noAdapter);
