@@ -29,10 +29,11 @@ function suiteBuilder(suite: OtherSuite) {
       .option('batch-size', { type: 'number', default: 16 })
       .option('max-length', { type: 'number', default: 256, describe: 'truncate inputs to this many tokens' })
       .option('image-size', { type: 'number', describe: "refuse to run unless the model's image size is this (default: the model's own)" })
-      .option('image-prompt', { type: 'string', default: DEFAULT_IMAGE_PROMPT, describe: 'text of an image input (<image> marks the image; the model rewrites it)' })
-      .option('text-prompt', { type: 'string', default: DEFAULT_TEXT_PROMPT, describe: 'text of a text input, <sent> standing for the caption' })
+      .option('image-prompt', { type: 'string', default: DEFAULT_IMAGE_PROMPT, describe: 'text of an image input (<image> marks the image; the model rewrites it; \\n = newline)' })
+      .option('text-prompt', { type: 'string', default: DEFAULT_TEXT_PROMPT, describe: 'text of a text input, <sent> standing for the caption (\\n = newline)' })
       .option('progress-every', { type: 'number', default: 10, describe: 'seconds between progress lines' })
       .option('device', { type: 'string', choices: ['auto', 'cpu', 'native', 'cuda'], default: 'auto' });
+    if (suite === 'sugarcrepe') b = b.option('subsets', { type: 'string', array: true, describe: 'only these subsets (comma-separated or repeated; default all 7)' });
     if (suite !== 'zeroshot') b = b.option('images', { type: 'string', describe: suite === 'sugarcrepe' ? 'the COCO val2017 image folder' : 'folder that image paths are relative to (default: the annotation file\'s)' });
     if (suite === 'zeroshot') {
       b = b
@@ -59,6 +60,7 @@ interface SuiteArgs {
   images?: string;
   classnames?: string;
   templates?: string;
+  subsets?: string[];
 }
 
 function defaultOut(modelDir: string, adapters: readonly string[]): string {
@@ -77,6 +79,7 @@ async function runSuiteCommand(suite: OtherSuite, a: SuiteArgs): Promise<void> {
     ...(a.images ? { images: a.images } : {}),
     ...(a.classnames ? { classNames: a.classnames } : {}),
     ...(a.templates ? { templates: a.templates } : {}),
+    ...(a.subsets ? { subsets: a.subsets.flatMap((x) => x.split(',')).map((x) => x.trim()).filter((x) => x !== '') } : {}),
   });
   const { resolveModelPath } = await import('../hub/download.js');
   const { resolveAdapterChain } = await import('../models/peft/chain.js');
@@ -108,8 +111,9 @@ async function runSuiteCommand(suite: OtherSuite, a: SuiteArgs): Promise<void> {
     identity: await mllmEvalIdentity(modelDir, adapters, { maxLength: a.maxLength, imageToken: 'auto', imageSize }),
     batchSize: a.batchSize,
     maxLength: a.maxLength,
-    imagePrompt: a.imagePrompt,
-    textPrompt: a.textPrompt,
+    // A shell cannot easily pass a newline: a literal \n in the prompt stands for one.
+    imagePrompt: a.imagePrompt.replace(/\\n/g, '\n'),
+    textPrompt: a.textPrompt.replace(/\\n/g, '\n'),
     log,
     progressEverySeconds: a.progressEvery,
     metadata: { model_dir: modelDir, adapters },

@@ -38,6 +38,7 @@ export function makeEvalStageRunner(deps: EvalStageDeps = {}) {
         ...(s.data.images ? { images: s.data.images } : {}),
         ...(s.data.classnames ? { classNames: s.data.classnames } : {}),
         ...(s.data.templates ? { templates: s.data.templates } : {}),
+        ...(s.suite === 'sugarcrepe' && s.datasets !== 'all' ? { subsets: s.datasets } : {}),
       });
       const o = await runSuiteEval({
         data,

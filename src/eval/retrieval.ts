@@ -15,7 +15,12 @@ import { promises as fsp } from 'node:fs';
 import * as path from 'node:path';
 import { UnimeError } from '../errors.js';
 import { checkImagesExist, readAnnotationRows, readJsonFile, statData, stringField } from './annotations.js';
-import { DEFAULT_TIE_RULE, cosineMatrix, rankOfCorrect, recallAt, type EmbeddingMatrix, type TieRule } from './scoring.js';
+import { DEFAULT_TIE_RULE, TIE_RULES, checkSameDim, cosineAt, cosineBlock, rankOfCorrect, recallAt, rowNorms, type EmbeddingMatrix, type TieRule } from './scoring.js';
+
+function checkTieRule(t: TieRule): TieRule {
+  if (!TIE_RULES.includes(t)) throw new UnimeError(`unknown tie rule "${String(t)}"`, { field: 'tieRule', fix: `use one of: ${TIE_RULES.join(', ')}` });
+  return t;
+}
 
 export const RETRIEVAL_KS = [1, 5, 10] as const;
 
@@ -50,31 +55,47 @@ export function retrievalRanks(
     if (!Number.isInteger(g) || g < 0 || g >= nI) throw new UnimeError(`caption ${c} points at image ${g}, outside the ${nI} images`, { field: 'retrieval' });
     own[g]!.push(c);
   }
-  const sim = cosineMatrix(images, captions, 'retrieval');
+  checkSameDim(images, captions, 'retrieval');
+  const iN = rowNorms(images, 'retrieval: images');
+  const tN = rowNorms(captions, 'retrieval: captions');
+  // Each caption's score with its own image; the block pass below counts the images that beat it.
+  const ownScore = new Float64Array(nT);
+  for (let c = 0; c < nT; c++) ownScore[c] = cosineAt(images, captionImage[c]!, captions, c, iN, tN);
+  const pessimistic = checkTieRule(tieRule) === 'pessimistic';
+  const t2i = new Int32Array(nT).fill(1);
   const i2t = new Int32Array(nI);
-  for (let i = 0; i < nI; i++) {
-    const mine = own[i]!;
-    if (mine.length === 0) throw new UnimeError(`image ${i} has no caption`, { field: 'retrieval', fix: 'every image needs at least one caption' });
-    const row = sim.subarray(i * nT, (i + 1) * nT);
-    let best = -Infinity;
-    for (const c of mine) best = Math.max(best, row[c]!);
-    const isMine = new Uint8Array(nT);
-    for (const c of mine) isMine[c] = 1;
-    const scores: number[] = [best];
-    for (let c = 0; c < nT; c++) if (!isMine[c]) scores.push(row[c]!);
-    i2t[i] = rankOfCorrect(scores, tieRule);
-  }
-  const t2i = new Int32Array(nT);
-  const scores = new Array<number>(nI);
-  for (let c = 0; c < nT; c++) {
-    const g = captionImage[c]!;
-    scores[0] = sim[g * nT + c]!;
-    let j = 1;
-    for (let i = 0; i < nI; i++) if (i !== g) scores[j++] = sim[i * nT + c]!;
-    t2i[c] = rankOfCorrect(scores, tieRule);
+  const isMine = new Uint8Array(nT);
+  const scores: number[] = [];
+  // Blocks of images keep memory at BLOCK x captions (COCO's 5k x 25k matrix would be 1 GB).
+  for (let start = 0; start < nI; start += BLOCK) {
+    const end = Math.min(nI, start + BLOCK);
+    const sim = cosineBlock(images, start, end, captions, iN, tN);
+    for (let i = start; i < end; i++) {
+      const mine = own[i]!;
+      if (mine.length === 0) throw new UnimeError(`image ${i} has no caption`, { field: 'retrieval', fix: 'every image needs at least one caption' });
+      const row = sim.subarray((i - start) * nT, (i - start + 1) * nT);
+      let best = -Infinity;
+      for (const c of mine) {
+        best = Math.max(best, row[c]!);
+        isMine[c] = 1;
+      }
+      scores.length = 0;
+      scores.push(best);
+      for (let c = 0; c < nT; c++) {
+        const v = row[c]!;
+        if (isMine[c]) continue;
+        scores.push(v);
+        const o = ownScore[c]!;
+        if (Number.isNaN(o) || v > o || (pessimistic && v === o)) t2i[c]!++;
+      }
+      for (const c of mine) isMine[c] = 0;
+      i2t[i] = rankOfCorrect(scores, tieRule);
+    }
   }
   return { i2t, t2i };
 }
+
+const BLOCK = 256;
 
 /** Recall@1/5/10 in both directions and their mean, in percent. */
 export function scoreRetrieval(images: EmbeddingMatrix, captions: EmbeddingMatrix, captionImage: ArrayLike<number>, tieRule: TieRule = DEFAULT_TIE_RULE): RetrievalScores {

@@ -420,18 +420,34 @@ function checkTieRule(t: TieRule): TieRule {
 // ---------------------------------------------------------------------------------------------
 // Full similarity matrices (caption retrieval, zero-shot classification)
 
-/** Cosine similarity of every row of `a` with every row of `b`, row-major [a.rows, b.rows], in float64; 0 where a norm is 0. */
+/** Cosine of row i of `a` with row j of `b`, given their row norms ({@link rowNorms}); 0 where a norm is 0. */
+export function cosineAt(a: EmbeddingMatrix, i: number, b: EmbeddingMatrix, j: number, aNorms: Float64Array, bNorms: Float64Array): number {
+  return cosineFrom(dotRows(a.data, i * a.dim, b.data, j * b.dim, a.dim), aNorms[i]!, bNorms[j]!);
+}
+
+/**
+ * Cosine similarity of rows [start, end) of `a` with every row of `b`, row-major [end - start, b.rows], in
+ * float64 (the same arithmetic as {@link cosineAt}, so equal inputs give equal scores). Large suites
+ * score block by block instead of holding the whole matrix.
+ */
+export function cosineBlock(a: EmbeddingMatrix, start: number, end: number, b: EmbeddingMatrix, aNorms: Float64Array, bNorms: Float64Array): Float64Array {
+  const out = new Float64Array((end - start) * b.rows);
+  for (let i = start; i < end; i++) {
+    for (let j = 0; j < b.rows; j++) out[(i - start) * b.rows + j] = cosineAt(a, i, b, j, aNorms, bNorms);
+  }
+  return out;
+}
+
+/** Cosine similarity of every row of `a` with every row of `b`, row-major [a.rows, b.rows]; see {@link cosineBlock}. */
 export function cosineMatrix(a: EmbeddingMatrix, b: EmbeddingMatrix, label = 'scoring'): Float64Array {
+  checkSameDim(a, b, label);
+  return cosineBlock(a, 0, a.rows, b, rowNorms(a, `${label}: queries`), rowNorms(b, `${label}: candidates`));
+}
+
+export function checkSameDim(a: EmbeddingMatrix, b: EmbeddingMatrix, label: string): void {
   if (a.dim !== b.dim) {
     throw new UnimeError(`cannot compare embeddings of dimension ${a.dim} and ${b.dim}`, { field: label, fix: 'embed both sides with the same model' });
   }
-  const na = rowNorms(a, `${label}: queries`);
-  const nb = rowNorms(b, `${label}: candidates`);
-  const out = new Float64Array(a.rows * b.rows);
-  for (let i = 0; i < a.rows; i++) {
-    for (let j = 0; j < b.rows; j++) out[i * b.rows + j] = cosineFrom(dotRows(a.data, i * a.dim, b.data, j * b.dim, a.dim), na[i]!, nb[j]!);
-  }
-  return out;
 }
 
 /** Percent of ranks at most k. */

@@ -37,6 +37,8 @@ export interface SuiteDataOptions {
   classNames?: string;
   /** Zero-shot: templates file (default: {@link DEFAULT_TEMPLATES}). */
   templates?: string;
+  /** SugarCrepe: only these subsets (default all 7). */
+  subsets?: readonly string[];
   /** Names the data option in errors: '--data' or 'stages[i].data.root'. */
   field?: string;
 }
@@ -52,7 +54,7 @@ export async function readSuiteData(suite: OtherSuite, dataPath: string, o: Suit
   if (suite === 'retrieval') return { suite, retrieval: await readRetrievalData(dataPath, { field, ...(o.images ? { imageRoot: path.resolve(o.images) } : {}) }) };
   if (suite === 'sugarcrepe') {
     const imagesField = field.endsWith('.root') ? field.replace(/\.root$/, '.images') : '--images';
-    return { suite, sugarcrepe: await readSugarcrepe(dataPath, { field, imagesField, ...(o.images ? { imageDir: o.images } : {}) }) };
+    return { suite, sugarcrepe: await readSugarcrepe(dataPath, { field, imagesField, ...(o.images ? { imageDir: o.images } : {}), ...(o.subsets ? { subsets: o.subsets } : {}) }) };
   }
   const templates = o.templates ? await readTemplates(o.templates) : [...DEFAULT_TEMPLATES];
   return { suite, zeroshot: await readZeroshotData(dataPath, { field, ...(o.classNames ? { classNames: o.classNames } : {}) }), templates };

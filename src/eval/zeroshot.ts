@@ -13,7 +13,7 @@ import { promises as fsp } from 'node:fs';
 import * as path from 'node:path';
 import { UnimeError } from '../errors.js';
 import { checkImagesExist, listImages, readAnnotationRows, readJsonFile, readText, statData, stringField } from './annotations.js';
-import { DEFAULT_TIE_RULE, cosineMatrix, rankOfCorrect, recallAt, type EmbeddingMatrix, type TieRule } from './scoring.js';
+import { DEFAULT_TIE_RULE, checkSameDim, cosineBlock, rankOfCorrect, recallAt, rowNorms, type EmbeddingMatrix, type TieRule } from './scoring.js';
 
 /** A short ensemble of OpenAI CLIP's ImageNet templates (the 7 its notebook selected, plus the plain one). */
 export const DEFAULT_TEMPLATES: readonly string[] = [
@@ -52,17 +52,25 @@ export function classEmbeddings(templateEmbeddings: EmbeddingMatrix, classes: nu
 /** 1-based rank of each image's true class among all classes. */
 export function zeroshotRanks(images: EmbeddingMatrix, classes: EmbeddingMatrix, labels: ArrayLike<number>, tieRule: TieRule = DEFAULT_TIE_RULE): Int32Array {
   if (labels.length !== images.rows) throw new UnimeError(`${images.rows} image embeddings but ${labels.length} labels`, { field: 'zeroshot' });
-  const sim = cosineMatrix(images, classes, 'zeroshot');
+  checkSameDim(images, classes, 'zeroshot');
+  const iN = rowNorms(images, 'zeroshot: images');
+  const cN = rowNorms(classes, 'zeroshot: classes');
   const nC = classes.rows;
   const ranks = new Int32Array(images.rows);
   const scores = new Array<number>(nC);
-  for (let i = 0; i < images.rows; i++) {
-    const y = labels[i]!;
-    if (!Number.isInteger(y) || y < 0 || y >= nC) throw new UnimeError(`label ${y} of image ${i} is outside the ${nC} classes`, { field: 'zeroshot' });
-    scores[0] = sim[i * nC + y]!;
-    let j = 1;
-    for (let c = 0; c < nC; c++) if (c !== y) scores[j++] = sim[i * nC + c]!;
-    ranks[i] = rankOfCorrect(scores, tieRule);
+  // Blocks of images: ImageNet's 50k x 1000 matrix whole would be 400 MB.
+  for (let start = 0; start < images.rows; start += 256) {
+    const end = Math.min(images.rows, start + 256);
+    const sim = cosineBlock(images, start, end, classes, iN, cN);
+    for (let i = start; i < end; i++) {
+      const y = labels[i]!;
+      if (!Number.isInteger(y) || y < 0 || y >= nC) throw new UnimeError(`label ${y} of image ${i} is outside the ${nC} classes`, { field: 'zeroshot' });
+      const base = (i - start) * nC;
+      scores[0] = sim[base + y]!;
+      let j = 1;
+      for (let c = 0; c < nC; c++) if (c !== y) scores[j++] = sim[base + c]!;
+      ranks[i] = rankOfCorrect(scores, tieRule);
+    }
   }
   return ranks;
 }

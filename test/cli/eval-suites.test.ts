@@ -76,11 +76,17 @@ test('unime eval sugarcrepe: per-subset accuracy and the mean; missing subsets a
   assert.equal(json.scores.missing.length, 5);
   assert.ok(existsSync(path.join(out, 'sugarcrepe-report.md')));
   assert.ok(!existsSync(path.join(out, 'embed-cache')));
+  const one = await runCli(['eval', 'sugarcrepe', ...common, '--data', path.join(dir, 'sc'), '--out', out, '--no-cache', '--subsets', 'swap_obj']);
+  assert.equal(one.code, 0, one.stderr);
+  assert.deepEqual(Object.keys(JSON.parse(readFileSync(path.join(out, 'sugarcrepe.json'), 'utf8')).scores.subsets), ['swap_obj']);
+  const unknown = await runCli(['eval', 'sugarcrepe', ...common, '--data', path.join(dir, 'sc'), '--subsets', 'swap_cat']);
+  assert.equal(unknown.code, 2, unknown.stderr);
+  assert.match(unknown.stderr, /unknown SugarCrepe subset "swap_cat"/);
 });
 
 test('unime eval zeroshot: ImageFolder with a templates file; top-1 and top-5', async () => {
   const out = path.join(dir, 'out-zs');
-  const r = await runCli(['eval', 'zeroshot', ...common, '--data', path.join(dir, 'zs'), '--templates', path.join(dir, 'templates.txt'), '--out', out], { timeoutMs: 300000 });
+  const r = await runCli(['eval', 'zeroshot', ...common, '--data', path.join(dir, 'zs'), '--templates', path.join(dir, 'templates.txt'), '--out', out, '--text-prompt', 'Label: <sent>\\nIn one word:'], { timeoutMs: 300000 });
   assert.equal(r.code, 0, r.stderr);
   assert.match(r.stderr, /8 images, 4 classes x 2 templates/);
   assert.match(r.stdout, /top-5\s+100\.00/);
@@ -89,6 +95,7 @@ test('unime eval zeroshot: ImageFolder with a templates file; top-1 and top-5', 
   assert.equal(json.scores.top5, 100);
   assert.equal(typeof json.scores.top1, 'number');
   assert.deepEqual(json.settings.templates, ['a photo of a {} thing.', '{}']);
+  assert.equal(json.settings.text_prompt, 'Label: <sent>\nIn one word:');
   assert.ok(existsSync(path.join(out, 'zeroshot-report.md')));
 });
 

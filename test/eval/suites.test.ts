@@ -182,3 +182,36 @@ test('readers: canonical jsonl/csv, Karpathy JSON, SugarCrepe folder, ImageFolde
     await cleanup();
   }
 });
+
+test('retrieval and zeroshot score block by block exactly as the whole similarity matrix does (more images than one block)', async () => {
+  const { Rng } = await import('../../src/runtime/rng.js');
+  const { cosineMatrix, rankOfCorrect } = await import('../../src/eval/scoring.js');
+  const rng = new Rng(7);
+  // Coarse values make exact ties common, so the tie rule is exercised too.
+  const rand = (rows: number, dim: number) => stackRows(Array.from({ length: rows }, () => Array.from({ length: dim }, () => Math.round(rng.normal()))));
+  const nI = 300;
+  const images = rand(nI, 3);
+  const link = Array.from({ length: 2 * nI }, (_, c) => c % nI);
+  const captions = rand(2 * nI, 3);
+  const { i2t, t2i } = retrievalRanks(images, captions, link);
+  const sim = cosineMatrix(images, captions);
+  const nT = captions.rows;
+  for (let i = 0; i < nI; i++) {
+    const mine = [i, i + nI];
+    const others = [...sim.subarray(i * nT, (i + 1) * nT)].filter((_, c) => !mine.includes(c));
+    assert.equal(i2t[i], rankOfCorrect([Math.max(...mine.map((c) => sim[i * nT + c]!)), ...others]), `i2t ${i}`);
+  }
+  for (let c = 0; c < nT; c++) {
+    const col = Array.from({ length: nI }, (_, i) => sim[i * nT + c]!);
+    const g = link[c]!;
+    assert.equal(t2i[c], rankOfCorrect([col[g]!, ...col.filter((_, i) => i !== g)]), `t2i ${c}`);
+  }
+  const classes = rand(5, 3);
+  const labels = Array.from({ length: nI }, (_, i) => i % 5);
+  const zr = zeroshotRanks(images, classes, labels);
+  const zs = cosineMatrix(images, classes);
+  for (let i = 0; i < nI; i++) {
+    const row = [...zs.subarray(i * 5, (i + 1) * 5)];
+    assert.equal(zr[i], rankOfCorrect([row[labels[i]!]!, ...row.filter((_, c) => c !== labels[i])]), `zeroshot ${i}`);
+  }
+});
