@@ -67,6 +67,42 @@ function defaultOut(modelDir: string, adapters: readonly string[]): string {
   return path.join('eval-results', path.basename(modelDir) + (adapters.length ? `+${path.basename(path.dirname(adapters[adapters.length - 1]!))}` : ''));
 }
 
+const cliLog = { info: (m: string) => process.stderr.write(m + '\n'), warn: (m: string) => process.stderr.write(`warning: ${m}\n`) };
+
+/** The model directory (a Hub id is downloaded) and the --adapter chains, in merge order. */
+async function resolveEvalModel(a: { model: string; adapter?: string[] }): Promise<{ modelDir: string; adapters: string[]; modelName: string }> {
+  const { resolveModelPath } = await import('../hub/download.js');
+  const { resolveAdapterChain } = await import('../models/peft/chain.js');
+  const modelDir = await resolveModelPath(a.model);
+  const adapters: string[] = [];
+  for (const ad of a.adapter ?? []) adapters.push(...(await resolveAdapterChain(ad, '--adapter')));
+  return { modelDir, adapters, modelName: a.model + (adapters.length ? ` + ${adapters.length} adapter${adapters.length > 1 ? 's' : ''}` : '') };
+}
+
+/**
+ * Run an eval that stops cleanly on the first Ctrl-C (after the current batch, the embedding cache
+ * saved; exit 130) and at once on a second; null when it was interrupted.
+ */
+async function interruptible<T>(run: (signal: AbortSignal) => Promise<T>): Promise<T | null> {
+  const stop = new AbortController();
+  const onSigint = () => {
+    if (stop.signal.aborted) process.exit(130);
+    process.stderr.write('\ninterrupted: finishing the current batch and saving the embedding cache (Ctrl-C again to quit at once)\n');
+    stop.abort();
+  };
+  process.on('SIGINT', onSigint);
+  try {
+    return await run(stop.signal);
+  } catch (e) {
+    if (!(e instanceof EvalInterrupted)) throw e;
+    process.stderr.write(`${e.message}\n`);
+    process.exitCode = 130;
+    return null;
+  } finally {
+    process.off('SIGINT', onSigint);
+  }
+}
+
 async function runSuiteCommand(suite: OtherSuite, a: SuiteArgs): Promise<void> {
   positiveInt(a.batchSize, '--batch-size');
   positiveInt(a.maxLength, '--max-length');
@@ -81,34 +117,24 @@ async function runSuiteCommand(suite: OtherSuite, a: SuiteArgs): Promise<void> {
     ...(a.templates ? { templates: a.templates } : {}),
     ...(a.subsets ? { subsets: a.subsets.flatMap((x) => x.split(',')).map((x) => x.trim()).filter((x) => x !== '') } : {}),
   });
-  const { resolveModelPath } = await import('../hub/download.js');
-  const { resolveAdapterChain } = await import('../models/peft/chain.js');
   const { loadMllmEvalModel, mllmEvalIdentity } = await import('../eval/mllm-model.js');
-  const modelDir = await resolveModelPath(a.model);
-  const adapters: string[] = [];
-  for (const ad of a.adapter ?? []) adapters.push(...(await resolveAdapterChain(ad, '--adapter')));
+  const { modelDir, adapters, modelName } = await resolveEvalModel(a);
   const out = path.resolve(a.out ?? defaultOut(modelDir, adapters));
   const imageSize = a.imageSize ?? null;
-  const log = { info: (m: string) => process.stderr.write(m + '\n'), warn: (m: string) => process.stderr.write(`warning: ${m}\n`) };
-  const stop = new AbortController();
-  const onSigint = () => {
-    if (stop.signal.aborted) process.exit(130);
-    process.stderr.write('\ninterrupted: finishing the current batch and saving the embedding cache (Ctrl-C again to quit at once)\n');
-    stop.abort();
-  };
-  process.on('SIGINT', onSigint);
-  const outcome = await runSuiteEval({
+  const log = cliLog;
+  const identity = await mllmEvalIdentity(modelDir, adapters, { maxLength: a.maxLength, imageToken: 'auto', imageSize });
+  const outcome = await interruptible((signal) => runSuiteEval({
     data,
     dataPath: a.data,
     outDir: out,
-    modelName: a.model + (adapters.length ? ` + ${adapters.length} adapter${adapters.length > 1 ? 's' : ''}` : ''),
+    modelName,
     loadModel: async () => {
       const { initRuntime } = await import('../runtime/index.js');
       await initRuntime({ device: a.device as 'auto' });
       return loadMllmEvalModel(modelDir, adapters, imageSize);
     },
     cacheDir: noCache ? null : path.resolve(cacheFlag ?? path.join(out, 'embed-cache')),
-    identity: await mllmEvalIdentity(modelDir, adapters, { maxLength: a.maxLength, imageToken: 'auto', imageSize }),
+    identity,
     batchSize: a.batchSize,
     maxLength: a.maxLength,
     // A shell cannot easily pass a newline: a literal \n in the prompt stands for one.
@@ -117,15 +143,8 @@ async function runSuiteCommand(suite: OtherSuite, a: SuiteArgs): Promise<void> {
     log,
     progressEverySeconds: a.progressEvery,
     metadata: { model_dir: modelDir, adapters },
-    signal: stop.signal,
-  })
-    .catch((e: unknown) => {
-      if (!(e instanceof EvalInterrupted)) throw e;
-      process.stderr.write(`${e.message}\n`);
-      process.exitCode = 130;
-      return null;
-    })
-    .finally(() => process.off('SIGINT', onSigint));
+    signal,
+  }));
   if (outcome === null) return;
   process.stdout.write(outcome.table);
   const eps = outcome.embeddings_per_second;
@@ -182,52 +201,34 @@ async function runMmebCommand(a: MmebArgs): Promise<void> {
   // Cheap checks first: the data folder, then the model (which may download).
   const { openMmebEvalRoot } = await import('../eval/catalog.js');
   await openMmebEvalRoot(a.data, '--data');
-  const { resolveModelPath } = await import('../hub/download.js');
-  const { resolveAdapterChain } = await import('../models/peft/chain.js');
   const { loadMllmEvalModel, mllmEvalIdentity } = await import('../eval/mllm-model.js');
-  const modelDir = await resolveModelPath(a.model);
-  const adapters: string[] = [];
-  for (const ad of a.adapter ?? []) adapters.push(...(await resolveAdapterChain(ad, '--adapter')));
+  const { modelDir, adapters, modelName } = await resolveEvalModel(a);
   const datasets = a.datasets?.flatMap((d) => d.split(',')).map((d) => d.trim()).filter((d) => d !== '');
-  const out = path.resolve(a.out ?? path.join('eval-results', path.basename(modelDir) + (adapters.length ? `+${path.basename(path.dirname(adapters[adapters.length - 1]!))}` : '')));
+  const out = path.resolve(a.out ?? defaultOut(modelDir, adapters));
   const imageSize = a.imageSize ?? null;
   const settings = { maxLength: a.maxLength, imageToken: a.imageToken, imageSize };
-  const log = { info: (m: string) => process.stderr.write(m + '\n'), warn: (m: string) => process.stderr.write(`warning: ${m}\n`) };
-  // First Ctrl-C: stop after the current batch and flush the cache; a second one exits at once.
-  const stop = new AbortController();
-  const onSigint = () => {
-    if (stop.signal.aborted) process.exit(130);
-    process.stderr.write('\ninterrupted: finishing the current batch and saving the embedding cache (Ctrl-C again to quit at once)\n');
-    stop.abort();
-  };
-  process.on('SIGINT', onSigint);
-  const outcome = await runMmebEval({
+  const log = cliLog;
+  const identity = await mllmEvalIdentity(modelDir, adapters, settings);
+  const outcome = await interruptible((signal) => runMmebEval({
     dataRoot: a.data,
     datasets: datasets && datasets.length ? datasets : 'all',
     outDir: out,
-    modelName: a.model + (adapters.length ? ` + ${adapters.length} adapter${adapters.length > 1 ? 's' : ''}` : ''),
+    modelName,
     loadModel: async () => {
       const { initRuntime } = await import('../runtime/index.js');
       await initRuntime({ device: a.device as 'auto' });
       return loadMllmEvalModel(modelDir, adapters, imageSize);
     },
     cacheDir: noCache ? null : path.resolve(cacheFlag ?? path.join(out, 'embed-cache')),
-    identity: await mllmEvalIdentity(modelDir, adapters, settings),
+    identity,
     batchSize: a.batchSize,
     maxLength: a.maxLength,
     imageToken: a.imageToken,
     log,
     progressEverySeconds: a.progressEvery,
     metadata: { model_dir: modelDir, adapters },
-    signal: stop.signal,
-  })
-    .catch((e: unknown) => {
-      if (!(e instanceof EvalInterrupted)) throw e;
-      process.stderr.write(`${e.message}\n`);
-      process.exitCode = 130;
-      return null;
-    })
-    .finally(() => process.off('SIGINT', onSigint));
+    signal,
+  }));
   if (outcome === null) return;
   process.stdout.write(outcome.table);
   const eps = outcome.embeddings_per_second;
