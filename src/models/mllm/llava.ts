@@ -12,14 +12,14 @@ import { preprocessImage, readImageProcessorConfig, type ImageProcessorConfig } 
 import { tf, type Tensor } from '../../runtime/tf.js';
 import type { Tokenizer } from '../../tokenizers/types.js';
 import { loadTokenizer } from '../../tokenizers/load.js';
-import { lastTokenPool, l2Normalize, meanPool } from '../pooling.js';
+import { poolEmbeddings } from '../pooling.js';
 import { loadTextDecoder, type LoadedTextDecoder } from '../text/load.js';
 import { ModelConfigError } from '../text/config.js';
 import { featureSelectionFromConfig, HF_ACTIVATIONS, type FeatureSelection } from '../vision/config.js';
 import { loadVisionTower, type LoadedVisionTower } from '../vision/load.js';
 import { checkpointConfigFile, checkWeights, readWeightVariables, WeightMismatchError } from '../weights.js';
 import { expectedProjectorWeights, MultiModalProjector } from './projector.js';
-import { leftPad, tokenizeWithImage } from './prepare.js';
+import { checkVocabulary, padInputs, tokenizeWithImage } from './prepare.js';
 import type { EmbedForwardOptions, MultimodalModel, PreparedInput, PrepareOptions } from './types.js';
 
 /** Where the projector's tensors are in the two checkpoint layouts transformers has used. */
@@ -102,24 +102,23 @@ export class LlavaModel implements MultimodalModel {
 
   embed(batch: readonly PreparedInput[], options: EmbedForwardOptions = {}): Tensor {
     if (batch.length === 0) throw new UnimeError('embed needs at least one input');
-    const vocab = this.decoder.config.vocabSize;
-    const padded = leftPad(
+    const enc = padInputs(
       batch.map((b) => b.ids),
-      this.tokenizer.specialIds.pad ?? this.tokenizer.specialIds.eos ?? 0,
+      this.tokenizer,
     );
-    const { batch: b, seq, ids } = padded;
+    const { batchSize: b, seqLen: seq } = enc;
+    const ids = enc.inputIds;
     const H = this.dim;
     // Image positions in flat [b * seq] order: row by row, so the k-th image's tokens are the k-th block.
+    // They read id 0 from the embedding table; the image features replace those rows below.
     const imagePositions: number[] = [];
     for (let p = 0; p < ids.length; p++) {
-      const id = ids[p]!;
-      if (id === this.imageTokenId && padded.mask[Math.floor(p / seq)]![p % seq] === 1) {
+      if (ids[p] === this.imageTokenId && enc.attentionMask[p] === 1) {
         imagePositions.push(p);
         ids[p] = 0;
-      } else if (id < 0 || id >= vocab) {
-        throw new UnimeError(`token id ${id} is outside the decoder's vocabulary (${vocab} entries)`, { file: this.dir, fix: 'use the tokenizer that belongs to this checkpoint' });
       }
     }
+    checkVocabulary(ids, this.decoder.config.vocabSize, this.dir);
     const images = batch.filter((x) => x.pixels !== null);
     if (imagePositions.length !== images.length * this.imageTokens) {
       throw new UnimeError(`the batch has ${imagePositions.length} image-token positions for ${images.length} image(s) of ${this.imageTokens} tokens each`, {
@@ -138,9 +137,9 @@ export class LlavaModel implements MultimodalModel {
         imagePositions.forEach((p, k) => (index[p] = b * seq + k));
         emb = tf.reshape(tf.gather(tf.concat([tf.reshape(emb, [b * seq, H]), feats], 0), tf.tensor1d(index, 'int32')), [b, seq, H]);
       }
-      const { lastHiddenState } = this.decoder.forward({ inputsEmbeds: emb, attentionMask: padded.mask });
-      const pooled = (options.pooling ?? 'last') === 'last' ? lastTokenPool(lastHiddenState, padded.mask) : meanPool(lastHiddenState, padded.mask);
-      return options.normalize === false ? pooled : l2Normalize(pooled);
+      const mask = tf.tensor2d(enc.attentionMask, [b, seq], 'int32');
+      const { lastHiddenState } = this.decoder.forward({ inputsEmbeds: emb, attentionMask: mask });
+      return poolEmbeddings(lastHiddenState, mask, options.pooling ?? 'last', options.normalize !== false);
     });
   }
 

@@ -4,7 +4,7 @@
  * cutting image tokens, and left-pad a batch for the forward pass.
  */
 import { UnimeError } from '../../errors.js';
-import { truncateIds } from '../../tokenizers/batch.js';
+import { defaultPadId, padBatch, truncateIds, type BatchEncoding } from '../../tokenizers/batch.js';
 import { countImageMarkers, expandImageTokens, replaceImageMarkers } from '../../tokenizers/templates.js';
 import type { Tokenizer } from '../../tokenizers/types.js';
 
@@ -64,27 +64,23 @@ export function tokenizeWithImage(
   return { ids: truncateIds(ids, max, { keepFirst: bos, keepLast: eos }), truncated: true };
 }
 
-export interface PaddedBatch {
-  batch: number;
-  seq: number;
-  /** int32 [batch * seq], left-padded with padId. */
-  ids: Int32Array;
-  /** [batch][seq] 1 for tokens, 0 for padding. */
-  mask: number[][];
-}
-
-/** Left-pad token rows to one length. */
-export function leftPad(rows: readonly (readonly number[])[], padId: number): PaddedBatch {
-  const batch = rows.length;
-  const seq = Math.max(1, ...rows.map((r) => r.length));
-  const ids = new Int32Array(batch * seq).fill(padId);
-  const mask: number[][] = [];
+/**
+ * Left-pad prepared token rows into one batch (the tokenizers' padBatch, with the tokenizer's pad id),
+ * refusing an input that encodes to no tokens: last-token pooling would have nothing to read.
+ */
+export function padInputs(rows: readonly (readonly number[])[], tok: Tokenizer): BatchEncoding {
   rows.forEach((r, i) => {
     if (r.length === 0) throw new UnimeError(`input ${i} encodes to no tokens`, { fix: 'embed non-empty texts' });
-    ids.set(r, i * seq + seq - r.length);
-    const m = new Array<number>(seq).fill(0);
-    m.fill(1, seq - r.length);
-    mask.push(m);
   });
-  return { batch, seq, ids, mask };
+  return padBatch(rows, defaultPadId(tok), { paddingSide: 'left' });
+}
+
+/** Every id must index the decoder's embedding table. */
+export function checkVocabulary(ids: ArrayLike<number>, vocab: number, dir: string): void {
+  for (let i = 0; i < ids.length; i++) {
+    const id = ids[i]!;
+    if (id < 0 || id >= vocab) {
+      throw new UnimeError(`token id ${id} is outside the decoder's vocabulary (${vocab} entries)`, { file: dir, fix: 'use the tokenizer that belongs to this checkpoint' });
+    }
+  }
 }

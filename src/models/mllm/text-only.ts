@@ -4,9 +4,9 @@ import type { RgbImage } from '../../images/decode.js';
 import { tf, type Tensor } from '../../runtime/tf.js';
 import { loadTokenizer } from '../../tokenizers/load.js';
 import type { Tokenizer } from '../../tokenizers/types.js';
-import { l2Normalize, lastTokenPool, meanPool } from '../pooling.js';
+import { poolEmbeddings } from '../pooling.js';
 import { loadTextDecoder, type LoadedTextDecoder } from '../text/load.js';
-import { leftPad, tokenizeWithImage } from './prepare.js';
+import { checkVocabulary, padInputs, tokenizeWithImage } from './prepare.js';
 import type { EmbedForwardOptions, MultimodalModel, PreparedInput, PrepareOptions } from './types.js';
 import type { LoadMultimodalOptions } from './llava.js';
 
@@ -33,19 +33,16 @@ export class TextOnlyModel implements MultimodalModel {
 
   embed(batch: readonly PreparedInput[], options: EmbedForwardOptions = {}): Tensor {
     if (batch.length === 0) throw new UnimeError('embed needs at least one input');
-    const padded = leftPad(
+    const enc = padInputs(
       batch.map((b) => b.ids),
-      this.tokenizer.specialIds.pad ?? this.tokenizer.specialIds.eos ?? 0,
+      this.tokenizer,
     );
-    const vocab = this.decoder.config.vocabSize;
-    for (const id of padded.ids) {
-      if (id < 0 || id >= vocab) throw new UnimeError(`token id ${id} is outside the decoder's vocabulary (${vocab} entries)`, { file: this.dir, fix: 'use the tokenizer that belongs to this checkpoint' });
-    }
+    checkVocabulary(enc.inputIds, this.decoder.config.vocabSize, this.dir);
     return tf.tidy(() => {
-      const ids = tf.tensor2d(padded.ids, [padded.batch, padded.seq], 'int32');
-      const { lastHiddenState } = this.decoder.forward({ inputIds: ids, attentionMask: padded.mask });
-      const pooled = (options.pooling ?? 'last') === 'last' ? lastTokenPool(lastHiddenState, padded.mask) : meanPool(lastHiddenState, padded.mask);
-      return options.normalize === false ? pooled : l2Normalize(pooled);
+      const ids = tf.tensor2d(enc.inputIds, [enc.batchSize, enc.seqLen], 'int32');
+      const mask = tf.tensor2d(enc.attentionMask, [enc.batchSize, enc.seqLen], 'int32');
+      const { lastHiddenState } = this.decoder.forward({ inputIds: ids, attentionMask: mask });
+      return poolEmbeddings(lastHiddenState, mask, options.pooling ?? 'last', options.normalize !== false);
     });
   }
 

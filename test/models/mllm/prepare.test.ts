@@ -6,7 +6,8 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { UnimeError } from '../../../src/errors.js';
 import { loadTokenizer } from '../../../src/tokenizers/load.js';
-import { leftPad, tokenizeWithImage } from '../../../src/models/mllm/prepare.js';
+import type { Tokenizer } from '../../../src/tokenizers/types.js';
+import { padInputs, tokenizeWithImage } from '../../../src/models/mllm/prepare.js';
 import { fixture } from '../../helpers.js';
 
 const tok = await loadTokenizer(fixture('llava', 'llava-tiny'));
@@ -59,11 +60,12 @@ test('marker without image, two markers, image for a text-only model', () => {
   assert.throws(() => tokenizeWithImage(tok, 'a cat', null, { hasImage: true }), /takes text only/);
 });
 
-test('leftPad pads on the left with a mask, and refuses empty rows', () => {
-  const p = leftPad([[5, 6, 7], [8]], 0);
-  assert.equal(p.batch, 2);
-  assert.equal(p.seq, 3);
-  assert.deepEqual([...p.ids], [5, 6, 7, 0, 0, 8]);
-  assert.deepEqual(p.mask, [[1, 1, 1], [0, 0, 1]]);
-  assert.throws(() => leftPad([[1], []], 0), /encodes to no tokens/);
+test("padInputs pads on the left with the tokenizer's pad id and a mask, and refuses empty rows", () => {
+  const tok = { specialIds: { pad: 0 } } as unknown as Tokenizer;
+  const p = padInputs([[5, 6, 7], [8]], tok);
+  assert.equal(p.batchSize, 2);
+  assert.equal(p.seqLen, 3);
+  assert.deepEqual([...p.inputIds], [5, 6, 7, 0, 0, 8]);
+  assert.deepEqual([...p.attentionMask], [1, 1, 1, 0, 0, 1]);
+  assert.throws(() => padInputs([[1], []], tok), /encodes to no tokens/);
 });
