@@ -80,6 +80,32 @@ async function resolveEvalModel(a: { model: string; adapter?: string[] }): Promi
 }
 
 /**
+ * What every eval command hands its runner about the model: its name, a loader that starts the runtime
+ * only when an input is not cached, the cache dir (--cache DIR, --no-cache, default <out>/embed-cache),
+ * the logger and the run metadata.
+ */
+function evalModelOptions(
+  a: { device?: string; cache?: string | boolean },
+  m: { modelDir: string; adapters: string[]; modelName: string },
+  imageSize: number | null,
+  out: string,
+) {
+  return {
+    outDir: out,
+    modelName: m.modelName,
+    loadModel: async () => {
+      const { initRuntime } = await import('../runtime/index.js');
+      const { loadMllmEvalModel } = await import('../eval/mllm-model.js');
+      await initRuntime({ device: a.device as 'auto' });
+      return loadMllmEvalModel(m.modelDir, m.adapters, imageSize);
+    },
+    cacheDir: a.cache === false ? null : path.resolve(typeof a.cache === 'string' ? a.cache : path.join(out, 'embed-cache')),
+    log: cliLog,
+    metadata: { model_dir: m.modelDir, adapters: m.adapters },
+  };
+}
+
+/**
  * Run an eval that stops cleanly on the first Ctrl-C (after the current batch, the embedding cache
  * saved; exit 130) and at once on a second; null when it was interrupted.
  */
@@ -107,8 +133,6 @@ async function runSuiteCommand(suite: OtherSuite, a: SuiteArgs): Promise<void> {
   positiveInt(a.batchSize, '--batch-size');
   positiveInt(a.maxLength, '--max-length');
   positiveInt(a.imageSize, '--image-size');
-  const noCache = a.cache === false;
-  const cacheFlag = typeof a.cache === 'string' ? a.cache : undefined;
   // Cheap checks first: the data, then the model (which may download).
   const { readSuiteData, runSuiteEval } = await import('../eval/suite-eval.js');
   const data = await readSuiteData(suite, a.data, {
@@ -117,32 +141,22 @@ async function runSuiteCommand(suite: OtherSuite, a: SuiteArgs): Promise<void> {
     ...(a.templates ? { templates: a.templates } : {}),
     ...(a.subsets ? { subsets: a.subsets.flatMap((x) => x.split(',')).map((x) => x.trim()).filter((x) => x !== '') } : {}),
   });
-  const { loadMllmEvalModel, mllmEvalIdentity } = await import('../eval/mllm-model.js');
+  const { mllmEvalIdentity } = await import('../eval/mllm-model.js');
   const { modelDir, adapters, modelName } = await resolveEvalModel(a);
   const out = path.resolve(a.out ?? defaultOut(modelDir, adapters));
   const imageSize = a.imageSize ?? null;
-  const log = cliLog;
   const identity = await mllmEvalIdentity(modelDir, adapters, { maxLength: a.maxLength, imageToken: 'auto', imageSize });
   const outcome = await interruptible((signal) => runSuiteEval({
     data,
     dataPath: a.data,
-    outDir: out,
-    modelName,
-    loadModel: async () => {
-      const { initRuntime } = await import('../runtime/index.js');
-      await initRuntime({ device: a.device as 'auto' });
-      return loadMllmEvalModel(modelDir, adapters, imageSize);
-    },
-    cacheDir: noCache ? null : path.resolve(cacheFlag ?? path.join(out, 'embed-cache')),
+    ...evalModelOptions(a, { modelDir, adapters, modelName }, imageSize, out),
     identity,
     batchSize: a.batchSize,
     maxLength: a.maxLength,
     // A shell cannot easily pass a newline: a literal \n in the prompt stands for one.
     imagePrompt: a.imagePrompt.replace(/\\n/g, '\n'),
     textPrompt: a.textPrompt.replace(/\\n/g, '\n'),
-    log,
     progressEverySeconds: a.progressEvery,
-    metadata: { model_dir: modelDir, adapters },
     signal,
   }));
   if (outcome === null) return;
@@ -196,37 +210,25 @@ async function runMmebCommand(a: MmebArgs): Promise<void> {
   positiveInt(a.maxLength, '--max-length');
   positiveInt(a.imageSize, '--image-size');
   // yargs reads --no-cache as cache=false.
-  const noCache = a.cache === false;
-  const cacheFlag = typeof a.cache === 'string' ? a.cache : undefined;
   // Cheap checks first: the data folder, then the model (which may download).
   const { openMmebEvalRoot } = await import('../eval/catalog.js');
   await openMmebEvalRoot(a.data, '--data');
-  const { loadMllmEvalModel, mllmEvalIdentity } = await import('../eval/mllm-model.js');
+  const { mllmEvalIdentity } = await import('../eval/mllm-model.js');
   const { modelDir, adapters, modelName } = await resolveEvalModel(a);
   const datasets = a.datasets?.flatMap((d) => d.split(',')).map((d) => d.trim()).filter((d) => d !== '');
   const out = path.resolve(a.out ?? defaultOut(modelDir, adapters));
   const imageSize = a.imageSize ?? null;
   const settings = { maxLength: a.maxLength, imageToken: a.imageToken, imageSize };
-  const log = cliLog;
   const identity = await mllmEvalIdentity(modelDir, adapters, settings);
   const outcome = await interruptible((signal) => runMmebEval({
     dataRoot: a.data,
     datasets: datasets && datasets.length ? datasets : 'all',
-    outDir: out,
-    modelName,
-    loadModel: async () => {
-      const { initRuntime } = await import('../runtime/index.js');
-      await initRuntime({ device: a.device as 'auto' });
-      return loadMllmEvalModel(modelDir, adapters, imageSize);
-    },
-    cacheDir: noCache ? null : path.resolve(cacheFlag ?? path.join(out, 'embed-cache')),
+    ...evalModelOptions(a, { modelDir, adapters, modelName }, imageSize, out),
     identity,
     batchSize: a.batchSize,
     maxLength: a.maxLength,
     imageToken: a.imageToken,
-    log,
     progressEverySeconds: a.progressEvery,
-    metadata: { model_dir: modelDir, adapters },
     signal,
   }));
   if (outcome === null) return;
