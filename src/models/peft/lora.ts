@@ -192,7 +192,7 @@ function checkOptions(o: LoraOptions): void {
  * default names come from a process-wide counter, which differs when a resumed run loads fewer models
  * first). A name still registered by a live variable gets a `#n` suffix.
  */
-function namedVariable(value: Tensor, name: string): tf.Variable {
+export function namedVariable(value: Tensor, name: string): tf.Variable {
   const taken = tf.engine().registeredVariables;
   let unique = name;
   for (let n = 2; unique in taken; n++) unique = `${name}#${n}`;
