@@ -11,6 +11,20 @@ import { activation, attention, layerNorm } from '../../runtime/native/ops.js';
 import { Linear, type WeightGetter } from '../text/modules.js';
 import type { FeatureSelection, VisionConfig } from './config.js';
 
+/**
+ * What an encoder layer reads of its tower's config: the vision towers pass their VisionConfig, CLIP's
+ * text transformer (src/models/clip) its own config, since both use the same pre-LN layer.
+ */
+export type EncoderLayerConfig = Pick<VisionConfig, 'numHeads' | 'activation' | 'layerNormEps'>;
+
+/** Masks for the encoder's self-attention; the vision towers use none, CLIP's text tower both. */
+export interface EncoderAttentionMask {
+  /** Query i sees keys j <= i only. */
+  causal?: boolean;
+  /** [batch, seq] 1 for real keys, 0 for padding. */
+  keyMask?: Tensor | null;
+}
+
 export class LayerNorm {
   constructor(
     readonly weight: tf.Variable,
@@ -33,7 +47,7 @@ export class VisionMlp {
   readonly fc2: Linear;
 
   constructor(
-    readonly cfg: VisionConfig,
+    readonly cfg: EncoderLayerConfig,
     get: WeightGetter,
     prefix: string,
   ) {
@@ -57,7 +71,7 @@ function mergeHeads(x: Tensor): Tensor {
   return tf.reshape(tf.transpose(x, [0, 2, 1, 3]), [b, s, heads * d]);
 }
 
-/** Unmasked multi-head self-attention with biased q/k/v/out projections. */
+/** Multi-head self-attention with biased q/k/v/out projections; unmasked unless a mask is given. */
 export class VisionAttention {
   readonly q: Linear;
   readonly k: Linear;
@@ -65,7 +79,7 @@ export class VisionAttention {
   readonly out: Linear;
 
   constructor(
-    readonly cfg: VisionConfig,
+    readonly cfg: EncoderLayerConfig,
     get: WeightGetter,
     prefix: string,
   ) {
@@ -75,10 +89,11 @@ export class VisionAttention {
     this.out = Linear.from(get, `${prefix}.out_proj`, true);
   }
 
-  forward(x: Tensor): Tensor {
+  forward(x: Tensor, mask: EncoderAttentionMask = {}): Tensor {
     return tf.tidy(() => {
       const nh = this.cfg.numHeads;
-      const o = attention(splitHeads(this.q.forward(x), nh), splitHeads(this.k.forward(x), nh), splitHeads(this.v.forward(x), nh));
+      const opts = { causal: mask.causal ?? false, keyMask: mask.keyMask ?? null };
+      const o = attention(splitHeads(this.q.forward(x), nh), splitHeads(this.k.forward(x), nh), splitHeads(this.v.forward(x), nh), opts);
       return this.out.forward(mergeHeads(o));
     });
   }
@@ -91,7 +106,7 @@ export class VisionEncoderLayer {
   readonly norm2: LayerNorm;
   readonly mlp: VisionMlp;
 
-  constructor(cfg: VisionConfig, get: WeightGetter, i: number) {
+  constructor(cfg: EncoderLayerConfig, get: WeightGetter, i: number) {
     const p = `encoder.layers.${i}`;
     this.norm1 = LayerNorm.from(get, `${p}.layer_norm1`, cfg.layerNormEps);
     this.attention = new VisionAttention(cfg, get, `${p}.self_attn`);
@@ -99,9 +114,9 @@ export class VisionEncoderLayer {
     this.mlp = new VisionMlp(cfg, get, `${p}.mlp`);
   }
 
-  forward(x: Tensor): Tensor {
+  forward(x: Tensor, mask: EncoderAttentionMask = {}): Tensor {
     return tf.tidy(() => {
-      const h = tf.add(x, this.attention.forward(this.norm1.forward(x)));
+      const h = tf.add(x, this.attention.forward(this.norm1.forward(x), mask));
       return tf.add(h, this.mlp.forward(this.norm2.forward(h)));
     });
   }
