@@ -16,6 +16,14 @@ import { repoRoot } from '../helpers.js';
 import {
   listMmebEvalDatasets, listMmebTrainSubsets, readMmebEvalDataset, readMmebTrainSubset, readParquetTable, readTextPairs,
 } from '../../src/data/mmeb.js';
+import { readRetrievalData } from '../../src/eval/retrieval.js';
+import { readTemplates, readZeroshotData } from '../../src/eval/zeroshot.js';
+import { readSugarcrepe, SUGARCREPE_SUBSETS } from '../../src/eval/sugarcrepe.js';
+import { CLIP_SIZES, IMAGE_TEXT_COLUMNS, ZEROSHOT_TEMPLATES, sugarcrepePair } from '../../tools/synth/clip.js';
+import { longCaption } from '../../tools/synth/captions.js';
+import { randomSceneAny } from '../../tools/synth/scene.js';
+import { splitWords, tinyVocabulary } from '../../tools/synth/models.js';
+import { Rng } from '../../src/runtime/rng.js';
 
 let tmp: { dir: string; cleanup: () => Promise<void> };
 let out: string;
@@ -71,6 +79,10 @@ test('same seed gives byte-identical files; another seed differs', async () => {
   const fa = await listFiles(out);
   const fb = await listFiles(b);
   assert.deepEqual(fa, fb);
+  // the CLIP-side outputs are among the byte-identical files
+  for (const f of ['image-text/train.parquet', 'image-text/test.parquet', 'image-text/images/train/00000.png', 'image-text/images/test/00000.png', 'suites/retrieval/test.jsonl', 'suites/zeroshot/classnames.txt', 'suites/zeroshot/templates.txt', 'suites/zeroshot/red_circle/00000.png', 'suites/sugarcrepe/swap_att.json', 'suites/sugarcrepe/images/00000.png']) {
+    assert.ok(fa.includes(path.join(...f.split('/'))), f);
+  }
   for (const f of fa) {
     const [x, y] = await Promise.all([fsp.readFile(path.join(out, f)), fsp.readFile(path.join(b, f))]);
     assert.ok(x.equals(y), `${f} differs between two runs`);
@@ -360,4 +372,184 @@ test('VQA answers are right for their scene, and no other candidate is a defensi
     }
   }
   assert.deepEqual([...seenKinds].sort(), ['colour', 'count', 'relation', 'shape']);
+});
+
+// ---------------------------------------------------------------------------------------------
+// CLIP-side outputs: image-text pairs and the retrieval / zero-shot / SugarCrepe suites
+
+interface ImageTextRecord {
+  image: string;
+  caption: string;
+  long_caption: string;
+  key: string;
+  ood: boolean;
+}
+
+async function readImageText(root: string, split: 'train' | 'test'): Promise<ImageTextRecord[]> {
+  const table = await readParquetTable(path.join(root, 'image-text', `${split}.parquet`));
+  assert.deepEqual(table.columns, [...IMAGE_TEXT_COLUMNS]);
+  return table.rows as unknown as ImageTextRecord[];
+}
+
+const hasHeldOutWords = (text: string) => heldOutWords.some((w) => text.includes(w));
+
+test('image-text pairs: columns, counts, images exist, captions name both objects and their relation', async () => {
+  const train = await readImageText(out, 'train');
+  const test_ = await readImageText(out, 'test');
+  assert.equal(train.length, CLIP_SIZES.small.train);
+  assert.equal(test_.length, CLIP_SIZES.small.test);
+  const keys = new Set<string>();
+  for (const r of [...train, ...test_]) {
+    for (const k of ['image', 'caption', 'long_caption', 'key'] as const) assert.equal(typeof r[k], 'string', k);
+    assert.equal(typeof r.ood, 'boolean');
+    assert.match(r.image, /^images\/(train|test)\/\d{5}\.png$/);
+    await fsp.access(path.join(out, 'image-text', r.image));
+    keys.add(r.key);
+    // the short caption: two "size colour shape" phrases and a relation
+    assert.equal([...r.caption.matchAll(/\b(small|large) (red|green|blue|yellow|purple|orange) (circle|square|triangle|star)\b/g)].length, 2, r.caption);
+    assert.match(r.caption, /left|right|above|below/);
+    // the long caption: every object (2-4) with size, colour, shape and place, then the pair's relation
+    const objs = [...r.long_caption.matchAll(/\b(small|large) (red|green|blue|yellow|purple|orange) (circle|square|triangle|star) (above|below) on the (left|right)\b/g)];
+    const n = ['two', 'three', 'four'].indexOf(/^a picture showing (\w+) shapes: /.exec(r.long_caption)?.[1] ?? '') + 2;
+    assert.ok(n >= 2 && objs.length === n, r.long_caption);
+    assert.match(r.long_caption, /\. the \w+ \w+ is (to the left of|to the right of|above|below) the \w+ \w+\.$/);
+  }
+  assert.equal(keys.size, train.length + test_.length, 'keys are unique');
+});
+
+test('image-text: train holds no held-out combination; test has some, flagged ood', async () => {
+  const train = await readImageText(out, 'train');
+  for (const r of train) {
+    assert.equal(r.ood, false);
+    assert.ok(!hasHeldOutWords(r.caption) && !hasHeldOutWords(r.long_caption), `held-out combination in train: ${r.long_caption}`);
+  }
+  const test_ = await readImageText(out, 'test');
+  const ood = test_.filter((r) => r.ood);
+  assert.ok(ood.length > 0 && ood.length < test_.length, `${ood.length} OOD rows of ${test_.length}`);
+  // the long caption lists every object, so it holds a held-out combination exactly when the row is OOD
+  for (const r of test_) assert.equal(hasHeldOutWords(r.long_caption), r.ood, r.long_caption);
+  const m = JSON.parse(await fsp.readFile(path.join(out, 'manifest.json'), 'utf8')) as { image_text: { test: { rows: number; ood_rows: number }; train: { rows: number } } };
+  assert.equal(m.image_text.train.rows, train.length);
+  assert.deepEqual([m.image_text.test.rows, m.image_text.test.ood_rows], [test_.length, ood.length]);
+});
+
+test('retrieval suite loads through readRetrievalData: 2 paraphrases per image-text test image', async () => {
+  const d = await readRetrievalData(path.join(out, 'suites', 'retrieval'));
+  assert.equal(d.format, 'table');
+  assert.equal(d.images.length, CLIP_SIZES.small.test);
+  assert.equal(d.captions.length, 2 * CLIP_SIZES.small.test);
+  const testImages = new Set((await readImageText(out, 'test')).map((r) => path.resolve(out, 'image-text', r.image)));
+  for (const img of d.images) assert.ok(testImages.has(img), img);
+  for (let i = 0; i < d.images.length; i++) {
+    const caps = d.captions.filter((_, k) => d.captionImage[k] === i);
+    assert.equal(caps.length, 2);
+    assert.notEqual(caps[0], caps[1], 'two different paraphrases');
+  }
+  assert.equal(new Set(d.captions).size, d.captions.length, 'no caption is shared by two images');
+});
+
+test('zero-shot suite loads through readZeroshotData: 24 colour-shape classes, names and templates', async () => {
+  const dir = path.join(out, 'suites', 'zeroshot');
+  const d = await readZeroshotData(dir, { classNames: path.join(dir, 'classnames.txt') });
+  assert.equal(d.format, 'imagefolder');
+  assert.equal(d.classNames.length, 24);
+  assert.equal(d.images.length, 24 * CLIP_SIZES.small.zeroshotPerClass);
+  const folders = (await fsp.readdir(dir, { withFileTypes: true })).filter((e) => e.isDirectory()).map((e) => e.name).sort();
+  assert.deepEqual(d.classNames, folders.map((f) => f.replace('_', ' ')));
+  assert.ok(d.classNames.includes('red circle') && d.classNames.includes('green circle'));
+  for (let c = 0; c < 24; c++) assert.equal([...d.labels].filter((y) => y === c).length, CLIP_SIZES.small.zeroshotPerClass);
+  const first = d.images[0]!;
+  assert.ok(first.includes(`${folders[0]}${path.sep}`));
+  assert.deepEqual(await readTemplates(path.join(dir, 'templates.txt')), [...ZEROSHOT_TEMPLATES]);
+});
+
+test('SugarCrepe suite loads through readSugarcrepe: seven subsets, negatives differ and are false', async () => {
+  const d = await readSugarcrepe(path.join(out, 'suites', 'sugarcrepe'));
+  assert.deepEqual(d.missing, []);
+  assert.equal(d.imageDir, path.join(out, 'suites', 'sugarcrepe', 'images'));
+  assert.deepEqual(d.subsets.map((s) => s.name), [...SUGARCREPE_SUBSETS]);
+  const words = (t: string) => t.split(' ').sort().join(' ');
+  for (const s of d.subsets) {
+    assert.equal(s.samples.length, CLIP_SIZES.small.sugarcrepe, s.name);
+    for (const x of s.samples) {
+      assert.notEqual(x.caption, x.negative, `${s.name} ${x.id}`);
+      await fsp.access(x.image);
+      if (s.name.startsWith('swap')) assert.equal(words(x.caption), words(x.negative), 'a swap keeps the words');
+      if (s.name.startsWith('add')) assert.ok(x.negative.split(' ').length > x.caption.split(' ').length, 'an addition adds words');
+      if (s.name === 'replace_att' || s.name === 'replace_obj') assert.equal(x.negative.split(' ').length, x.caption.split(' ').length);
+    }
+  }
+});
+
+test('sugarcrepePair: every edit is false for its scene, even with relations read loosely', () => {
+  const rng = new Rng(7);
+  const np = /^a (?:(small|large) )?(\w+) (\w+) (to the left of|to the right of|above|below) a (?:(small|large) )?(\w+) (\w+)(?: and a (\w+) (\w+))?$/;
+  const rels: Record<string, 'left of' | 'right of' | 'above' | 'below'> = { 'to the left of': 'left of', 'to the right of': 'right of', above: 'above', below: 'below' };
+  const holds = (scene: Scene, text: string) => {
+    const m = np.exec(text);
+    assert.ok(m, text);
+    const find = (size: string | undefined, colour: string, shape: string) => scene.objects.find((o) => o.colour === colour && o.shape === shape && (size === undefined || o.size === size));
+    const a = find(m[1], m[2]!, m[3]!), b = find(m[5], m[6]!, m[7]!);
+    const extra = m[8] === undefined || find(undefined, m[8], m[9]!) !== undefined;
+    return a !== undefined && b !== undefined && extra && looseRelationHolds(a, b, rels[m[4]!]!);
+  };
+  for (let i = 0; i < 200; i++) {
+    const scene = randomSceneAny(rng, 2 + rng.int(3));
+    for (const subset of SUGARCREPE_SUBSETS) {
+      const { caption, negative } = sugarcrepePair(rng, scene, subset);
+      assert.ok(holds(scene, caption), `${subset}: caption false: ${caption}`);
+      assert.ok(!holds(scene, negative), `${subset}: negative true: ${negative} (caption ${caption})`);
+    }
+  }
+});
+
+test('longCaption: every object with size, colour, shape and place, then the relation', () => {
+  const scene: Scene = {
+    objects: [
+      { shape: 'circle', colour: 'red', size: 'small', cell: 1, dx: 0, dy: 0 },
+      { shape: 'square', colour: 'blue', size: 'large', cell: 0, dx: 0, dy: 0 },
+      { shape: 'star', colour: 'green', size: 'small', cell: 3, dx: 0, dy: 0 },
+    ],
+  };
+  assert.equal(
+    longCaption(scene),
+    'a picture showing three shapes: a large blue square above on the left, a small red circle above on the right and a small green star below on the right. the red circle is to the right of the blue square.',
+  );
+});
+
+test('every new text is in the tiny tokenizer\'s vocabulary (no <unk>)', async () => {
+  const vocab = new Set(tinyVocabulary());
+  const texts: string[] = [];
+  for (const split of ['train', 'test'] as const) for (const r of await readImageText(out, split)) texts.push(r.caption, r.long_caption);
+  for (const l of (await fsp.readFile(path.join(out, 'suites', 'retrieval', 'test.jsonl'), 'utf8')).split('\n').filter(Boolean)) texts.push(...(JSON.parse(l) as { captions: string[] }).captions);
+  const names = (await fsp.readFile(path.join(out, 'suites', 'zeroshot', 'classnames.txt'), 'utf8')).split('\n').filter(Boolean);
+  for (const t of ZEROSHOT_TEMPLATES) for (const n of names) texts.push(t.replace('{}', n));
+  const sc = await readSugarcrepe(path.join(out, 'suites', 'sugarcrepe'));
+  for (const s of sc.subsets) for (const x of s.samples) texts.push(x.caption, x.negative);
+  for (const t of texts) for (const w of splitWords(t)) assert.ok(vocab.has(w), `"${w}" (in ${JSON.stringify(t)}) is not in the tiny vocabulary`);
+});
+
+test('CLIP-side row counts scale with --size (tiny) and the manifest lists them', async () => {
+  const dir = path.join(tmp.dir, 'tiny-clip');
+  const s = await generateSynthetic({ out: dir, seed: 0, size: 'tiny', models: false });
+  assert.equal((await readImageText(dir, 'train')).length, 64);
+  assert.equal((await readImageText(dir, 'test')).length, 32);
+  assert.equal((await readRetrievalData(path.join(dir, 'suites', 'retrieval'))).images.length, 32);
+  const zs = path.join(dir, 'suites', 'zeroshot');
+  assert.equal((await readZeroshotData(zs, { classNames: path.join(zs, 'classnames.txt') })).images.length, 48);
+  const sc = await readSugarcrepe(path.join(dir, 'suites', 'sugarcrepe'));
+  assert.ok(sc.subsets.every((x) => x.samples.length === 8));
+  const m = JSON.parse(await fsp.readFile(path.join(dir, 'manifest.json'), 'utf8')) as {
+    image_text: { columns: string[]; train: { path: string; rows: number }; test: { path: string; rows: number; ood_rows: number } };
+    suites: { retrieval: { path: string; images: number; captions: number }; zeroshot: { classes: number; images: number; held_out_classes: string[] }; sugarcrepe: { subsets: Record<string, number>; image_count: number } };
+  };
+  assert.deepEqual(m.image_text.columns, [...IMAGE_TEXT_COLUMNS]);
+  assert.deepEqual([m.image_text.train.rows, m.image_text.test.rows], [64, 32]);
+  assert.equal(m.image_text.test.ood_rows, s.clip.testOod);
+  assert.deepEqual([m.suites.retrieval.images, m.suites.retrieval.captions], [32, 64]);
+  assert.deepEqual([m.suites.zeroshot.classes, m.suites.zeroshot.images], [24, 48]);
+  assert.deepEqual(m.suites.zeroshot.held_out_classes.sort(), [...heldOutWords].sort());
+  assert.deepEqual(Object.values(m.suites.sugarcrepe.subsets), Array(7).fill(8));
+  await fsp.access(path.join(dir, m.image_text.train.path));
+  await fsp.access(path.join(dir, m.suites.retrieval.path));
 });

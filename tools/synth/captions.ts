@@ -13,7 +13,7 @@ function np(o: SceneObject): string {
   return `a ${o.size} ${o.colour} ${o.shape}`;
 }
 
-function relWords(r: Relation): string {
+export function relWords(r: Relation): string {
   return r === 'left of' ? 'to the left of' : r === 'right of' ? 'to the right of' : r;
 }
 
@@ -72,3 +72,28 @@ export const INSTR = {
   grdQuery: (e: string) => `${IMAGE_TOKEN}\nSelect the portion of the image that isolates the object labeled as "${e}"`,
   grdTarget: `${IMAGE_TOKEN}\nRepresent the given cropped image of the object`,
 };
+
+/** Where a grid cell is, in words the tiny tokenizer knows: "above on the left" ... "below on the right". */
+export function placeWords(cell: number): string {
+  return `${cell >> 1 === 0 ? 'above' : 'below'} on the ${(cell & 1) === 0 ? 'left' : 'right'}`;
+}
+
+/**
+ * A long caption naming every object of the scene (size, colour, shape, place; in reading order of the
+ * grid) and then the relation of the pair (0, 1), e.g. "a picture showing three shapes: a small red
+ * circle above on the left, a large blue square above on the right and a small green star below on the
+ * left. the red circle is to the left of the blue square."
+ */
+export function longCaption(scene: Scene): string {
+  const objs = [...scene.objects].sort((x, y) => x.cell - y.cell);
+  const parts = objs.map((o) => `${np(o)} ${placeWords(o.cell)}`);
+  const list = parts.length === 1 ? parts[0]! : `${parts.slice(0, -1).join(', ')} and ${parts[parts.length - 1]!}`;
+  const n = scene.objects.length;
+  let text = `a picture showing ${NUMBER_WORDS[n - 1]} ${n === 1 ? 'shape' : 'shapes'}: ${list}.`;
+  if (n >= 2) {
+    const a = scene.objects[0] as SceneObject, b = scene.objects[1] as SceneObject;
+    const r = relation(a, b);
+    if (r !== null) text += ` the ${objectName(a)} is ${relWords(r)} the ${objectName(b)}.`;
+  }
+  return text;
+}

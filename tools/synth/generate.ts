@@ -10,7 +10,12 @@
  *   <out>/mmeb-eval/<dataset>/test-00000-of-00001.parquet       qry_text, qry_img_path, tgt_text[], tgt_img_path[]
  *   <out>/mmeb-eval/<dataset>/synthetic-meta.jsonl
  *   <out>/mmeb-eval/images.zip                      members <dataset>/*.png (paths in the parquet)
- *   <out>/manifest.json                             seed, size, datasets with meta-task and IND/OOD
+ *   <out>/image-text/{train,test}.parquet           CLIP-style pairs: image, caption, long_caption, key, ood (tools/synth/clip.ts)
+ *   <out>/image-text/images/{train,test}/*.png      (paths in the parquet are relative to image-text/)
+ *   <out>/suites/retrieval/test.jsonl               image, captions (2 paraphrases), over the image-text test images
+ *   <out>/suites/zeroshot/<colour>_<shape>/*.png    ImageFolder of 24 classes, + classnames.txt, templates.txt
+ *   <out>/suites/sugarcrepe/<subset>.json, images/  the seven SugarCrepe subsets
+ *   <out>/manifest.json                             seed, size, datasets with meta-task and IND/OOD, CLIP-side outputs
  *   <out>/models/tiny-mllm/, <out>/models/tiny-teacher/   tiny HF checkpoints (tools/synth/models.ts); --no-models skips them
  *
  * Same seed and size: byte-identical files. Every file is written atomically. Other files under
@@ -28,6 +33,7 @@ import { HELD_OUT_COMBOS, swapAttribute, allowedIn, randomScene, type Scene, typ
 import { PARAPHRASES, pairCaption } from './captions.js';
 import { TASKS, TASK_INFO, buildTask, type Example, type TaskName } from './tasks.js';
 import { generateModels, type ModelSummary } from './models.js';
+import { CLIP_SIZES, IMAGE_TEXT_COLUMNS, ZEROSHOT_TEMPLATES, buildClipData, type ClipSummary } from './clip.js';
 
 export const SIZES = {
   tiny: { trainRows: 12, evalRows: 8, textPairs: 32 },
@@ -55,6 +61,8 @@ export interface GenerateSummary {
   evalDatasets: string[];
   textPairs: number;
   models: ModelSummary[];
+  /** Row and image counts of the CLIP-side outputs (image-text/, suites/). */
+  clip: ClipSummary;
 }
 
 const STRING = { type: 'BYTE_ARRAY', converted_type: 'UTF8', repetition_type: 'OPTIONAL' } as const;
@@ -195,6 +203,20 @@ export async function generateSynthetic(options: GenerateOptions): Promise<Gener
   const pairs = buildTextPairs(root.fork('text-pairs'), size.textPairs);
   files.push({ path: path.join(options.out, 'text-pairs.jsonl'), data: jsonl(pairs.map((p) => JSON.stringify(p))) });
 
+  // CLIP-side data: image-caption pairs and the retrieval / zero-shot / SugarCrepe suites.
+  const clip = buildClipData(
+    {
+      train: root.fork('image-text:train'),
+      test: root.fork('image-text:test'),
+      retrieval: root.fork('suites:retrieval'),
+      zeroshot: root.fork('suites:zeroshot'),
+      sugarcrepe: root.fork('suites:sugarcrepe'),
+    },
+    CLIP_SIZES[options.size],
+  );
+  for (const f of clip.files) files.push({ path: path.join(options.out, f.path), data: f.data });
+  const cs = clip.summary;
+
   const manifest = {
     generator: 'tools/synth/generate.ts',
     seed: options.seed,
@@ -209,6 +231,24 @@ export async function generateSynthetic(options: GenerateOptions): Promise<Gener
       distribution: d.split === 'ind' ? 'IND' : 'OOD',
       mmeb_analogue: TASK_INFO[d.task].mmebAnalogue,
     })),
+    image_text: {
+      columns: [...IMAGE_TEXT_COLUMNS],
+      train: { path: 'image-text/train.parquet', images: 'image-text/images/train', rows: cs.train, ood_rows: 0 },
+      test: { path: 'image-text/test.parquet', images: 'image-text/images/test', rows: cs.test, ood_rows: cs.testOod },
+    },
+    suites: {
+      retrieval: { path: 'suites/retrieval/test.jsonl', images: cs.retrievalImages, captions: cs.retrievalCaptions },
+      zeroshot: {
+        path: 'suites/zeroshot',
+        classnames: 'suites/zeroshot/classnames.txt',
+        templates: 'suites/zeroshot/templates.txt',
+        classes: cs.zeroshotClasses,
+        images: cs.zeroshotImages,
+        template_count: ZEROSHOT_TEMPLATES.length,
+        held_out_classes: cs.heldOutClasses,
+      },
+      sugarcrepe: { path: 'suites/sugarcrepe', images: 'suites/sugarcrepe/images', image_count: cs.sugarcrepeImages, subsets: cs.sugarcrepe },
+    },
   };
   files.push({ path: path.join(options.out, 'manifest.json'), data: JSON.stringify(manifest, null, 2) + '\n' });
 
@@ -224,7 +264,7 @@ export async function generateSynthetic(options: GenerateOptions): Promise<Gener
   const models = options.models === false ? [] : await generateModels(options.out, options.seed);
   const bytes = files.reduce((s, f) => s + (typeof f.data === 'string' ? Buffer.byteLength(f.data) : f.data.byteLength), 0) + models.reduce((s, m) => s + m.bytes, 0);
   const nFiles = files.length + models.reduce((s, m) => s + m.files, 0);
-  return { files: nFiles, bytes, trainSubsets: [...TASKS], evalDatasets: evalDatasets.map((d) => d.name), textPairs: pairs.length, models };
+  return { files: nFiles, bytes, trainSubsets: [...TASKS], evalDatasets: evalDatasets.map((d) => d.name), textPairs: pairs.length, models, clip: cs };
 }
 
 function parseArgs(argv: readonly string[]): GenerateOptions {
@@ -266,7 +306,8 @@ if (isMain) {
     const ms = performance.now() - t0;
     process.stdout.write(
       `wrote ${s.files} files (${(s.bytes / 1024).toFixed(0)} KiB) to ${opts.out} in ${(ms / 1000).toFixed(2)} s: ` +
-        `${s.textPairs} text pairs, ${s.trainSubsets.length} train subsets, ${s.evalDatasets.length} eval datasets` +
+        `${s.textPairs} text pairs, ${s.trainSubsets.length} train subsets, ${s.evalDatasets.length} eval datasets, ` +
+        `image-text ${s.clip.train}/${s.clip.test} (${s.clip.testOod} OOD), suites retrieval/zeroshot/sugarcrepe` +
         (s.models.length > 0 ? `, models ${s.models.map((m) => `${path.basename(m.dir)} (${(m.parameters / 1e6).toFixed(2)}M parameters)`).join(', ')}` : '') +
         '\n',
     );

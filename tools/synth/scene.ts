@@ -99,6 +99,19 @@ function pick<T>(rng: Rng, xs: readonly T[]): T {
  * has a relation). IND: no held-out combination anywhere. OOD: object 0 is a held-out combination.
  */
 export function randomScene(rng: Rng, split: Split, count: number): Scene {
+  return drawScene(rng, split, count);
+}
+
+/**
+ * A random scene of `count` objects drawn from all colour-shape combinations, held-out ones included
+ * (about one object in six is held out, so a share of such scenes are OOD). Objects 0 and 1 share a
+ * row or a column, as in {@link randomScene}.
+ */
+export function randomSceneAny(rng: Rng, count: number): Scene {
+  return drawScene(rng, 'any', count);
+}
+
+function drawScene(rng: Rng, split: Split | 'any', count: number): Scene {
   if (count < 1 || count > 4) throw new RangeError(`randomScene: count must be 1..4, got ${count}`);
   const shapes = rng.shuffle([...SHAPES]).slice(0, count);
   const colours = rng.shuffle([...COLOURS]);
@@ -110,7 +123,7 @@ export function randomScene(rng: Rng, split: Split, count: number): Scene {
   }
   for (let i = chosen.length; i < count; i++) {
     const shape = shapes[i] as Shape;
-    const c = colours.find((x) => !chosen.includes(x) && (split === 'ood' || !isHeldOut(x, shape)));
+    const c = colours.find((x) => !chosen.includes(x) && (split !== 'ind' || !isHeldOut(x, shape)));
     if (c === undefined) throw new Error('randomScene: no colour left (cannot happen with 6 colours and 4 shapes)');
     chosen.push(c);
   }
