@@ -10,4 +10,5 @@ export async function loadEngines(): Promise<void> {
   await import('../eval/run-finisher.js');
   await import('../train/caption-contrastive.js');
   await import('../train/unime-hardneg.js');
+  await import('../train/clip-train.js');
 }

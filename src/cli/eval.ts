@@ -5,7 +5,7 @@ import { readMmebReport, summarizeMmeb, MMEB_MAIN_METRIC } from '../eval/aggrega
 import { markdownReport, comparisonMarkdown, writeResultReports, writeComparisonReports } from '../eval/report.js';
 import { UnimeError } from '../errors.js';
 import { EvalInterrupted, failedDatasetsError, runMmebEval } from '../eval/mmeb-eval.js';
-import { DEFAULT_IMAGE_PROMPT, DEFAULT_TEXT_PROMPT, OTHER_SUITES, type OtherSuite } from '../eval/suite-eval.js';
+import { OTHER_SUITES, type OtherSuite } from '../eval/suite-eval.js';
 
 export const SUITES = ['mmeb', 'retrieval', 'sugarcrepe', 'zeroshot'] as const;
 
@@ -29,8 +29,8 @@ function suiteBuilder(suite: OtherSuite) {
       .option('batch-size', { type: 'number', default: 16 })
       .option('max-length', { type: 'number', default: 256, describe: 'truncate inputs to this many tokens' })
       .option('image-size', { type: 'number', describe: "refuse to run unless the model's image size is this (default: the model's own)" })
-      .option('image-prompt', { type: 'string', default: DEFAULT_IMAGE_PROMPT, describe: 'text of an image input (<image> marks the image; the model rewrites it; \\n = newline)' })
-      .option('text-prompt', { type: 'string', default: DEFAULT_TEXT_PROMPT, describe: 'text of a text input, <sent> standing for the caption (\\n = newline)' })
+      .option('image-prompt', { type: 'string', describe: "text of an image input (<image> marks the image; the model rewrites it; \\n = newline); default UniME's, or none for a clip-train model" })
+      .option('text-prompt', { type: 'string', describe: "text of a text input, <sent> standing for the caption (\\n = newline); default UniME's, or the bare caption for a clip-train model" })
       .option('progress-every', { type: 'number', default: 10, describe: 'seconds between progress lines' })
       .option('device', { type: 'string', choices: ['auto', 'cpu', 'native', 'cuda'], default: 'auto' });
     if (suite === 'sugarcrepe') b = b.option('subsets', { type: 'string', array: true, describe: 'only these subsets (comma-separated or repeated; default all 7)' });
@@ -53,8 +53,8 @@ interface SuiteArgs {
   batchSize: number;
   maxLength: number;
   imageSize?: number;
-  imagePrompt: string;
-  textPrompt: string;
+  imagePrompt?: string;
+  textPrompt?: string;
   progressEvery: number;
   device: string;
   images?: string;
@@ -141,11 +141,12 @@ async function runSuiteCommand(suite: OtherSuite, a: SuiteArgs): Promise<void> {
     ...(a.templates ? { templates: a.templates } : {}),
     ...(a.subsets ? { subsets: a.subsets.flatMap((x) => x.split(',')).map((x) => x.trim()).filter((x) => x !== '') } : {}),
   });
-  const { mllmEvalIdentity } = await import('../eval/mllm-model.js');
+  const { mllmEvalIdentity, defaultPrompts } = await import('../eval/mllm-model.js');
   const { modelDir, adapters, modelName } = await resolveEvalModel(a);
   const out = path.resolve(a.out ?? defaultOut(modelDir, adapters));
   const imageSize = a.imageSize ?? null;
   const identity = await mllmEvalIdentity(modelDir, adapters, { maxLength: a.maxLength, imageToken: 'auto', imageSize });
+  const prompts = defaultPrompts(modelDir);
   const outcome = await interruptible((signal) => runSuiteEval({
     data,
     dataPath: a.data,
@@ -154,8 +155,8 @@ async function runSuiteCommand(suite: OtherSuite, a: SuiteArgs): Promise<void> {
     batchSize: a.batchSize,
     maxLength: a.maxLength,
     // A shell cannot easily pass a newline: a literal \n in the prompt stands for one.
-    imagePrompt: a.imagePrompt.replace(/\\n/g, '\n'),
-    textPrompt: a.textPrompt.replace(/\\n/g, '\n'),
+    imagePrompt: (a.imagePrompt ?? prompts.image).replace(/\\n/g, '\n'),
+    textPrompt: (a.textPrompt ?? prompts.text).replace(/\\n/g, '\n'),
     progressEverySeconds: a.progressEvery,
     signal,
   }));

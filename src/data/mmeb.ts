@@ -371,23 +371,24 @@ export function parseCsv(text: string): string[][] {
   return rows.filter((r) => !(r.length === 1 && r[0] === ''));
 }
 
-async function readTextPairFile(file: string, format: TextPairFormat): Promise<TextPair[]> {
+/** Rows of one text file, each through `toRow`; `required` columns must exist in parquet / csv headers. */
+async function readTextRowFile<R>(file: string, format: TextPairFormat, required: readonly string[], what: string, toRow: (obj: Record<string, unknown>, file: string, line: number | undefined, where: string) => R): Promise<R[]> {
   const fmt = formatOf(file, format);
   if (fmt === 'parquet') {
     const table = await readParquetTable(file);
-    requireColumns(table, ['sent0', 'sent1'], 'text-pair');
-    return table.rows.map((r, i) => toPair(r, file, undefined, `row ${i}`));
+    requireColumns(table, [...required], what);
+    return table.rows.map((r, i) => toRow(r, file, undefined, `row ${i}`));
   }
-  const text = (await readBytes(file, 'text-pair file')).toString('utf8');
+  const text = (await readBytes(file, `${what} file`)).toString('utf8');
   if (fmt === 'csv') {
     const [header, ...body] = parseCsv(text);
     if (!header) throw new DataFormatError('empty csv file', { file });
-    for (const c of ['sent0', 'sent1']) {
+    for (const c of required) {
       if (!header.includes(c)) throw new DataFormatError(`missing column "${c}" (found: ${header.join(', ')})`, { file, field: c, line: 1 });
     }
-    return body.map((cells, i) => toPair(Object.fromEntries(header.map((h, k) => [h, cells[k] ?? ''])), file, undefined, `row ${i + 1}`));
+    return body.map((cells, i) => toRow(Object.fromEntries(header.map((h, k) => [h, cells[k] ?? ''])), file, undefined, `row ${i + 1}`));
   }
-  const out: TextPair[] = [];
+  const out: R[] = [];
   const lines = text.split('\n');
   lines.forEach((raw, i) => {
     const line = raw.trim();
@@ -399,24 +400,52 @@ async function readTextPairFile(file: string, format: TextPairFormat): Promise<T
       throw new DataFormatError(`invalid JSON: ${(e as Error).message}`, { file, line: i + 1, cause: e });
     }
     if (typeof obj !== 'object' || obj === null || Array.isArray(obj)) throw new DataFormatError('expected a JSON object per line', { file, line: i + 1 });
-    out.push(toPair(obj as Record<string, unknown>, file, i + 1, `line ${i + 1}`));
+    out.push(toRow(obj as Record<string, unknown>, file, i + 1, `line ${i + 1}`));
   });
   return out;
 }
 
-/** Text pairs from a .jsonl / .csv / .parquet file, or every such file of a directory (sorted by name). */
-export async function readTextPairs(file: string, options: { format?: TextPairFormat } = {}): Promise<TextPair[]> {
-  const format = options.format ?? 'auto';
+/** A row reduced to the named text columns (absent or empty cells left out; non-strings refused). */
+function textColumnsOf(columns: readonly string[]) {
+  return (obj: Record<string, unknown>, file: string, line: number | undefined, where: string): TextRow => {
+    const row: TextRow = {};
+    for (const c of columns) {
+      const v = obj[c];
+      if (v === undefined || v === null || v === '') continue;
+      if (typeof v !== 'string') throw new DataFormatError(`${where}: "${c}" must be a string, found ${describe(v)}`, { file, field: c, ...(line !== undefined ? { line } : {}) });
+      row[c] = v;
+    }
+    return row;
+  };
+}
+
+/** A row's texts by column name. */
+export type TextRow = Record<string, string>;
+
+async function readRowsOf<R>(file: string, format: TextPairFormat, read: (f: string, fmt: TextPairFormat) => Promise<R[]>, what: string): Promise<R[]> {
   let stat;
   try {
     stat = await fsp.stat(file);
   } catch (e) {
-    throw new DataFormatError('text-pair file not found', { file, cause: e });
+    throw new DataFormatError(`${what} file not found`, { file, cause: e });
   }
-  if (!stat.isDirectory()) return readTextPairFile(file, format);
+  if (!stat.isDirectory()) return read(file, format);
   const names = (await fsp.readdir(file)).filter((n) => /\.(jsonl|csv|parquet)$/i.test(n)).sort();
   if (names.length === 0) throw new DataFormatError('no .jsonl, .csv or .parquet files in this folder', { file });
-  const out: TextPair[] = [];
-  for (const n of names) out.push(...(await readTextPairFile(path.join(file, n), format)));
+  const out: R[] = [];
+  for (const n of names) out.push(...(await read(path.join(file, n), format)));
   return out;
+}
+
+/**
+ * The named text columns of a .jsonl / .csv / .parquet file (or a folder of them), whatever else the
+ * rows hold: e.g. the captions of an image-text file. Every column must exist in a parquet or csv header.
+ */
+export async function readTextColumns(file: string, columns: readonly string[], options: { format?: TextPairFormat } = {}): Promise<TextRow[]> {
+  return readRowsOf(file, options.format ?? 'auto', (f, fmt) => readTextRowFile(f, fmt, columns, 'text', textColumnsOf(columns)), 'text');
+}
+
+/** Text pairs from a .jsonl / .csv / .parquet file, or every such file of a directory (sorted by name). */
+export async function readTextPairs(file: string, options: { format?: TextPairFormat } = {}): Promise<TextPair[]> {
+  return readRowsOf(file, options.format ?? 'auto', (f, fmt) => readTextRowFile(f, fmt, ['sent0', 'sent1'], 'text-pair', toPair), 'text-pair');
 }

@@ -12,7 +12,7 @@ import '../recipes/kinds.js';
 import type { EvalStage } from '../recipes/kinds.js';
 import { META_TASKS } from './mmeb-datasets.js';
 import { failedDatasetsError, runMmebEval, type EvalModel } from './mmeb-eval.js';
-import { loadMllmEvalModel, mllmEvalIdentity } from './mllm-model.js';
+import { defaultPrompts, loadMllmEvalModel, mllmEvalIdentity } from './mllm-model.js';
 import { readSuiteData, runSuiteEval } from './suite-eval.js';
 
 export const EVAL_CACHE_DIR = 'embed-cache';
@@ -50,8 +50,8 @@ export function makeEvalStageRunner(deps: EvalStageDeps = {}) {
         identity: await mllmEvalIdentity(modelDir, adapters, { ...settings, imageToken: 'auto' }),
         batchSize: s.batch_size,
         maxLength: s.max_length,
-        imagePrompt: s.image_prompt,
-        textPrompt: s.text_prompt,
+        imagePrompt: s.image_prompt ?? defaultPrompts(modelDir).image,
+        textPrompt: s.text_prompt ?? defaultPrompts(modelDir).text,
         log: ctx.log,
         metadata: { stage: s.name, model_dir: modelDir, adapters },
       });

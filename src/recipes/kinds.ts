@@ -256,9 +256,12 @@ export const evalSchema = stageSchema('eval', {
   image_size: count().nullable().default(null),
   max_length: count().default(256),
   image_token: z.string().min(1).default('auto'),
-  /** retrieval/sugarcrepe/zeroshot: the text of an image input, and of a text input (<sent> = the text); UniME's by default. */
-  image_prompt: z.string().min(1).default('<image>\nSummary above image in one word:'),
-  text_prompt: z.string().includes('<sent>').default('<sent>\nSummary above sentence in one word:'),
+  /**
+   * retrieval/sugarcrepe/zeroshot: the text of an image input, and of a text input (<sent> = the text);
+   * null = the model's own: UniME's for an MLLM, none (the bare caption) for a clip-train model.
+   */
+  image_prompt: z.string().nullable().default(null),
+  text_prompt: z.string().includes('<sent>').nullable().default(null),
 });
 
 // ---------------------------------------------------------------------------------------------
@@ -270,23 +273,19 @@ const clipLoss = {
   logit_scale_max: positive().default(100),
 };
 
-/** A pretrained vision tower (required). */
-function pretrainedVisionSchema(d: { arch: string; pooling: 'cls' | 'mean' }) {
-  return z.strictObject({
-    model: modelRefSchema,
-    arch: z.string().min(1).default(d.arch),
-    pooling: z.enum(['cls', 'mean']).default(d.pooling),
-  });
-}
-
-/** A vision tower trained from scratch unless `model` names pretrained weights. */
-function scratchVisionSchema(d: { arch: string; pooling: 'cls' | 'mean' }) {
+/**
+ * The vision tower: pretrained weights (`model`: a CLIP / SigLIP checkpoint, or the model/ folder of an
+ * earlier clip-train stage), or trained from scratch as the `arch` preset when `model` is null.
+ */
+function visionSchema(d: { arch: string; pooling: 'cls' | 'mean' }) {
   return z
     .strictObject({
       /** null = train `arch` from scratch. */
       model: modelRefSchema.nullable().default(null),
       arch: z.string().min(1).default(d.arch),
       pooling: z.enum(['cls', 'mean']).default(d.pooling),
+      /** Layer-wise lr decay: layer l of L gets lr * layer_decay^(L + 1 - l) (embeddings l = 0); 1 = off. */
+      layer_decay: z.number().gt(0).max(1).default(1),
     })
     .prefault({});
 }
@@ -294,16 +293,32 @@ function scratchVisionSchema(d: { arch: string; pooling: 'cls' | 'mean' }) {
 const clipCommon = {
   /** The frozen LLM text encoder. */
   text_model: modelRefSchema,
-  /** Cached text features (LLM2CLIP: raw float32; LIFT: parquet key/embedding); null = `<output_dir>/text-features`. */
+  /**
+   * Cached text features: a teacher-embed stage's cache (its output dir, e.g. `${stages.teacher.output_dir}`;
+   * LLM2CLIP's raw float32 or LIFT's parquet go through its `import:`); null = the stage computes them
+   * with text_model and `text_encoder` into `<output_dir>/text-features`.
+   */
   text_features: z.string().min(1).nullable().default(null),
+  /** How text_model embeds captions when text_features is null (LIFT: the last token suffices). */
+  text_encoder: z
+    .strictObject({
+      pooling: z.enum(['last', 'mean']).default('last'),
+      instruction: z.string().default(''),
+      max_length: count().default(128),
+      bidirectional: z.boolean().default(false),
+      batch_size: count().default(64),
+    })
+    .prefault({}),
   data: imageTextDataSchema,
+  /** Held-out image-caption pairs (same layout as data) scored for retrieval before and after training; null = none. */
+  eval_data: z.string().min(1).nullable().default(null),
   image_size: count().default(224),
 };
 
 const llm2clipSchema = stageSchema('clip-train', {
   method: z.literal('llm2clip'),
   ...clipCommon,
-  vision: pretrainedVisionSchema({ arch: 'eva02-l-14', pooling: 'cls' }),
+  vision: visionSchema({ arch: 'vit-l-14', pooling: 'cls' }),
   adapter: z
     .strictObject({
       blocks: count().default(4),
@@ -332,7 +347,7 @@ const llm2clipSchema = stageSchema('clip-train', {
 const liftSchema = stageSchema('clip-train', {
   method: z.literal('lift'),
   ...clipCommon,
-  vision: scratchVisionSchema({ arch: 'vit-b-16', pooling: 'mean' }),
+  vision: visionSchema({ arch: 'vit-b-16', pooling: 'mean' }),
   head: z.strictObject({ hidden_dim: count().default(4096), out_dim: count().default(4096) }).prefault({}),
   loss: z
     .strictObject({
@@ -362,7 +377,9 @@ const proclipSchema = stageSchema('clip-train', {
   ...clipCommon,
   /** `align`: only the adapter, against the frozen CLIP text encoder; `finetune`: adapter + image encoder. */
   phase: z.enum(['align', 'finetune']).default('align'),
-  vision: pretrainedVisionSchema({ arch: 'vit-l-14', pooling: 'cls' }),
+  vision: visionSchema({ arch: 'vit-l-14', pooling: 'cls' }),
+  /** ProCLIP's adapter on the LLM feature; its width is not published (our choice: one residual block of 4d). */
+  adapter: z.strictObject({ blocks: count().default(1), hidden_mult: count().default(4) }).prefault({}),
   /** The CLIP text encoder the adapter is aligned to (phase align). */
   clip_text_model: modelRefSchema.nullable().default(null),
   loss: z
@@ -374,6 +391,8 @@ const proclipSchema = stageSchema('clip-train', {
       ema_decay: z.number().min(0).lt(1).default(0.999),
       /** SmoothL1 beta of the structure term. Not published. */
       smooth_l1_beta: positive().default(1.0),
+      /** The paper writes sums over the batch and its pairs; `mean` keeps the lr independent of the batch size. */
+      reduction: z.enum(['mean', 'sum']).default('mean'),
     })
     .prefault({}),
   /** Not published as a recipe default: our choices. */

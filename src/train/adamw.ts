@@ -18,6 +18,12 @@ export interface AdamWOptions {
   weightDecay?: number;
   /** Parameters to exempt from weight decay (by name); default none, as torch.optim.AdamW with one group. */
   noDecay?: (name: string) => boolean;
+  /**
+   * Per-parameter learning-rate multiplier (by name; default 1): PyTorch parameter groups whose lr is
+   * the scheduled lr times this factor, e.g. layer-wise lr decay. Weight decay scales with it, as a
+   * group's lr * weight_decay does.
+   */
+  lrScale?: (name: string) => number;
   /** Update with one fused loop over host memory; default: when the backend keeps tensors on the host (cpu, native). */
   hostLoop?: boolean;
 }
@@ -45,6 +51,7 @@ interface Slot {
   m: tf.Variable;
   v: tf.Variable;
   decay: boolean;
+  lrScale: number;
 }
 
 // The zeros are created in a scope so only the variable (which shares their data) survives.
@@ -129,7 +136,11 @@ export class AdamW {
       m: zerosVariable(param),
       v: zerosVariable(param),
       decay: !(options.noDecay?.(param.name) ?? false),
+      lrScale: options.lrScale?.(param.name) ?? 1,
     }));
+    for (const s of this.slots) {
+      if (!(Number.isFinite(s.lrScale) && s.lrScale >= 0)) throw new UnimeError(`AdamW: the lr scale of ${s.param.name} must be a finite number >= 0, got ${s.lrScale}`);
+    }
   }
 
   get paramNames(): string[] {
@@ -149,20 +160,21 @@ export class AdamW {
     const { beta1, beta2, eps, weightDecay } = this.hyper;
     const bc1 = 1 - beta1 ** this.step;
     const bc2Sqrt = Math.sqrt(1 - beta2 ** this.step);
-    const stepSize = lr / bc1;
     for (const slot of this.slots) {
       const g = grads.get(slot.param.name);
       if (g === undefined) continue;
+      const lrSlot = lr * slot.lrScale;
+      const stepSize = lrSlot / bc1;
       if (g.shape.length !== slot.param.shape.length || g.shape.some((d, i) => d !== slot.param.shape[i])) {
         throw new UnimeError(`AdamW: gradient for ${slot.param.name} has shape [${g.shape.join(', ')}], the parameter [${slot.param.shape.join(', ')}]`);
       }
       if (this.hostLoop ?? HOST_BACKENDS.has(tf.getBackend())) {
-        hostUpdate(slot, g, { beta1, beta2, eps, lrDecay: slot.decay ? lr * weightDecay : 0, bc2Sqrt, stepSize });
+        hostUpdate(slot, g, { beta1, beta2, eps, lrDecay: slot.decay ? lrSlot * weightDecay : 0, bc2Sqrt, stepSize });
         continue;
       }
       tf.tidy(() => {
         let p: Tensor = slot.param;
-        if (slot.decay && weightDecay !== 0) p = tf.mul(p, tf.scalar(1 - lr * weightDecay));
+        if (slot.decay && weightDecay !== 0) p = tf.mul(p, tf.scalar(1 - lrSlot * weightDecay));
         const m = tf.add(tf.mul(slot.m, tf.scalar(beta1)), tf.mul(g, tf.scalar(1 - beta1)));
         const v = tf.add(tf.mul(slot.v, tf.scalar(beta2)), tf.mul(tf.mul(g, g), tf.scalar(1 - beta2)));
         const denom = tf.add(tf.div(tf.sqrt(v), tf.scalar(bc2Sqrt)), tf.scalar(eps));

@@ -37,6 +37,11 @@ export interface GradCacheStepOptions<Q, T> {
    * exactly once per step, so statistics it captures (hardNegativeInfoNce's) are the step's.
    */
   loss: (queries: Tensor, targets: Tensor) => Tensor;
+  /**
+   * Parameters (among `params`) that the loss itself uses, such as CLIP's learnable logit scale: their
+   * gradient is taken directly on the cached embeddings.
+   */
+  lossParams?: tf.Variable[];
 }
 
 export interface GradCacheStepResult {
@@ -92,6 +97,15 @@ export function gradCacheStep<Q, T>(options: GradCacheStepOptions<Q, T>): GradCa
       })([q, t]);
       if (badShape) throw new UnimeError(`gradCacheStep: the loss must be a scalar, got shape [${(badShape as number[]).join(', ')}]`);
       lossValue = value.dataSync()[0]!;
+      if (options.lossParams && options.lossParams.length > 0) {
+        const lp = tf.variableGrads(() => tf.sum(loss(q, t)) as tf.Scalar, options.lossParams).grads;
+        for (const [name, gr] of Object.entries(lp)) {
+          const prev = grads.get(name);
+          if (prev === undefined) throw new UnimeError(`gradCacheStep: loss parameter ${name} is not one of params`);
+          grads.set(name, tf.keep(tf.add(prev, gr)));
+          prev.dispose();
+        }
+      }
       return [g[0]!, g[1]!] as [Tensor, Tensor];
     });
     // 3: re-forward each chunk under a tape; backpropagate its slice of the cached gradient.

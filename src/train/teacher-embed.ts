@@ -21,7 +21,7 @@ import { createHash } from 'node:crypto';
 import { existsSync, promises as fsp } from 'node:fs';
 import * as path from 'node:path';
 import { UnimeError } from '../errors.js';
-import { readTextPairs, type TextPair } from '../data/mmeb.js';
+import { readTextColumns, type TextRow } from '../data/mmeb.js';
 import { writeJsonAtomic } from '../io/atomic.js';
 import { SafetensorsFile, writeSafetensors } from '../io/safetensors.js';
 import { TextEmbedder } from '../models/text-embedder.js';
@@ -59,13 +59,15 @@ export interface TeacherCacheIndex {
   bidirectional?: boolean;
   /** Adapters merged into the teacher, in order (absent or [] for none). */
   adapters?: string[];
+  /** The checkpoint directory the vectors were computed with (absent in older caches and in imported ones). */
+  model_dir?: string;
   shard_rows: number;
   shards: { file: string; rows: number }[];
   keys: Record<string, number>;
 }
 
 /** Every distinct non-empty text of the selected columns, in first-seen order. */
-export function distinctTexts(pairs: readonly TextPair[], columns: readonly string[], maxSamples: number | null): string[] {
+export function distinctTexts(pairs: readonly (TextRow | object)[], columns: readonly string[], maxSamples: number | null): string[] {
   const seen = new Set<string>();
   const out: string[] = [];
   const rows = maxSamples === null ? pairs : pairs.slice(0, maxSamples);
@@ -153,7 +155,7 @@ export async function runTeacherEmbed(ctx: StageContext<TeacherEmbedStage>): Pro
   const cacheDir = s.cache_dir === null ? ctx.outputDir : path.resolve(s.cache_dir);
   await fsp.mkdir(cacheDir, { recursive: true });
 
-  const pairs = await readTextPairs(s.data.path, { format: s.data.format });
+  const pairs = await readTextColumns(s.data.path, s.data.text_columns, { format: s.data.format });
   const texts = distinctTexts(pairs, s.data.text_columns, s.data.max_samples);
   if (texts.length === 0) {
     throw new UnimeError('the stage data holds no texts to embed', { file: s.data.path, field: 'data.text_columns', fix: 'check the file and the text columns' });
@@ -238,6 +240,7 @@ export async function runTeacherEmbed(ctx: StageContext<TeacherEmbedStage>): Pro
     max_length: s.max_length,
     bidirectional: s.bidirectional,
     adapters: init.adapters,
+    model_dir: path.resolve(modelDir),
     shard_rows: shardRows,
     shards,
     keys,

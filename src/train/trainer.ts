@@ -139,6 +139,8 @@ export interface TrainOptions<B> extends TrainLoopOptions {
   label?: string;
   /** Exempt parameters from weight decay by name (default: none). */
   noDecay?: (name: string) => boolean;
+  /** Per-parameter lr multiplier by name (default 1), e.g. layer-wise lr decay. */
+  lrScale?: (name: string) => number;
 }
 
 export interface TrainResult {
@@ -192,7 +194,7 @@ export async function train<B>(o: TrainOptions<B>): Promise<TrainResult> {
 
   const totalSteps = totalStepsFor({ maxSteps: o.maxSteps, epochs: o.epochs, batchesPerEpoch: o.data.batchesPerEpoch, accumulation });
   const schedule = makeSchedule({ kind: o.schedule ?? 'linear', lr: o.lr, totalSteps, warmupSteps: o.warmupSteps ?? null, warmupRatio: o.warmupRatio ?? 0 });
-  const optimizer = new AdamW(o.params, { beta1: o.beta1, beta2: o.beta2, eps: o.eps, weightDecay: o.weightDecay ?? 0, noDecay: o.noDecay });
+  const optimizer = new AdamW(o.params, { beta1: o.beta1, beta2: o.beta2, eps: o.eps, weightDecay: o.weightDecay ?? 0, noDecay: o.noDecay, lrScale: o.lrScale });
 
   await fsp.mkdir(o.outputDir, { recursive: true });
   const metricsFile = path.join(o.outputDir, METRICS_FILE);
