@@ -6,6 +6,7 @@ import { tf, type Tensor } from '../../src/runtime/tf.js';
 import { useDevice } from '../../src/runtime/devices.js';
 import { AdamW } from '../../src/train/adamw.js';
 import { fixture } from '../helpers.js';
+import { UnimeError } from '../../src/errors.js';
 
 interface Side { param: number[]; exp_avg: number[]; exp_avg_sq: number[] }
 interface Case {
@@ -143,4 +144,123 @@ test('the fused host loop and the tensor-op update agree over several steps (wei
     for (let j = 0; j < a.length; j++) assert.ok(Math.abs(a[j]! - b[j]!) < 1e-6, `param ${i}[${j}]: ${a[j]} vs ${b[j]}`);
   }
   for (const v of [...pa, ...pb]) v.dispose();
+});
+
+// ---- per-parameter lr multipliers (lrScale) ----
+
+/** Two parameters' worth of steps: the initial values and a gradient sequence, seeded. */
+function lrScaleProblem(seed: number, steps: number) {
+  let s = seed >>> 0;
+  const rand = () => {
+    s = (Math.imul(s, 1664525) + 1013904223) >>> 0;
+    return s / 2 ** 32 - 0.5;
+  };
+  const shapes: Record<string, number[]> = { a: [3, 4], b: [5], c: [2, 2] };
+  const init: Record<string, number[]> = {};
+  const grads: Record<string, number[]>[] = [];
+  for (const [k, sh] of Object.entries(shapes)) init[k] = Array.from({ length: sh.reduce((x, y) => x * y, 1) }, rand);
+  for (let t = 0; t < steps; t++) {
+    const g: Record<string, number[]> = {};
+    for (const [k, sh] of Object.entries(shapes)) g[k] = Array.from({ length: sh.reduce((x, y) => x * y, 1) }, () => 2 * rand());
+    grads.push(g);
+  }
+  return { shapes, init, grads };
+}
+
+for (const hostLoop of [true, false]) {
+  test(`AdamW lrScale (hostLoop ${hostLoop}): each parameter follows an unscaled AdamW at lr * scale, weight decay included`, async () => {
+    await useDevice('cpu');
+    const steps = 5;
+    const lrs = [1e-2, 3e-2, 2e-2, 5e-3, 1e-2];
+    const scales: Record<string, number> = { a: 0.25, b: 3, c: 1 };
+    const { shapes, init, grads } = lrScaleProblem(hostLoop ? 11 : 12, steps);
+    const hyper = { beta1: 0.85, beta2: 0.99, eps: 1e-7, weightDecay: 0.1, hostLoop };
+    const tag = `adamw-lrscale-${hostLoop}`;
+    const scaled = Object.fromEntries(Object.keys(shapes).map((k) => [k, mkVar(init[k]!, shapes[k]!, `${tag}.scaled.${k}`)]));
+    const optScaled = new AdamW(Object.values(scaled), { ...hyper, noDecay: (n) => n.endsWith('.c'), lrScale: (n) => scales[n.slice(n.lastIndexOf('.') + 1)]! });
+    for (let t = 0; t < steps; t++) {
+      const g = new Map(Object.keys(shapes).map((k) => [scaled[k]!.name, tf.tensor(grads[t]![k]!, shapes[k])] as [string, Tensor]));
+      optScaled.update(g, lrs[t]!);
+      tf.dispose([...g.values()]);
+    }
+    for (const k of Object.keys(shapes)) {
+      // the reference: this parameter alone, no lrScale, lr * scale
+      const ref = mkVar(init[k]!, shapes[k]!, `${tag}.ref.${k}`);
+      const opt = new AdamW([ref], { ...hyper, noDecay: () => k === 'c' });
+      for (let t = 0; t < steps; t++) {
+        const g = new Map([[ref.name, tf.tensor(grads[t]![k]!, shapes[k])] as [string, Tensor]]);
+        opt.update(g, lrs[t]! * scales[k]!);
+        tf.dispose([...g.values()]);
+      }
+      const got = scaled[k]!.dataSync();
+      const want = ref.dataSync();
+      for (let i = 0; i < want.length; i++) assert.ok(Math.abs(got[i]! - want[i]!) <= 1e-7 * Math.max(1, Math.abs(want[i]!)), `${k}[${i}]: ${got[i]} vs ${want[i]}`);
+      const mGot = optScaled.stateTensors().get(scaled[k]!.name + '.exp_avg')!.dataSync();
+      const mWant = opt.stateTensors().get(ref.name + '.exp_avg')!.dataSync();
+      assert.deepEqual(mGot, mWant, `${k}: moments do not depend on the lr`);
+      // and the scale mattered: an unscaled run differs for a and b
+      if (scales[k] !== 1) assert.ok(maxRel(got, init[k]!) > 0, `${k} moved`);
+      opt.dispose();
+      ref.dispose();
+    }
+    // the scales really are applied: a moved less than b relative to an unscaled run would
+    const moved = (k: string) => Math.max(...Array.from(scaled[k]!.dataSync(), (x, i) => Math.abs(x - init[k]![i]!)));
+    assert.ok(moved('b') > moved('a'), `b (scale 3) moved ${moved('b')}, a (scale 0.25) ${moved('a')}`);
+    optScaled.dispose();
+    tf.dispose(Object.values(scaled));
+  });
+
+  test(`AdamW lrScale 0 (hostLoop ${hostLoop}) leaves the parameter unchanged, weight decay included`, async () => {
+    await useDevice('cpu');
+    const { shapes, init, grads } = lrScaleProblem(hostLoop ? 21 : 22, 3);
+    const tag = `adamw-lrscale0-${hostLoop}`;
+    const a = mkVar(init.a!, shapes.a!, `${tag}.a`);
+    const b = mkVar(init.b!, shapes.b!, `${tag}.b`);
+    const opt = new AdamW([a, b], { weightDecay: 0.5, hostLoop, lrScale: (n) => (n === a.name ? 0 : 1) });
+    for (let t = 0; t < 3; t++) {
+      const g = new Map<string, Tensor>([
+        [a.name, tf.tensor(grads[t]!.a!, shapes.a)],
+        [b.name, tf.tensor(grads[t]!.b!, shapes.b)],
+      ]);
+      opt.update(g, 0.1);
+      tf.dispose([...g.values()]);
+    }
+    assert.deepEqual(a.dataSync(), Float32Array.from(init.a!), 'scale 0: unchanged');
+    assert.notDeepEqual(b.dataSync(), Float32Array.from(init.b!), 'scale 1: moved');
+    assert.ok(opt.stateTensors().get(a.name + '.exp_avg')!.dataSync().some((x) => x !== 0), 'the moments still accumulate');
+    opt.dispose();
+    tf.dispose([a, b]);
+  });
+}
+
+test('AdamW refuses a negative, NaN or infinite lrScale, naming the parameter', async () => {
+  await useDevice('cpu');
+  const p = mkVar([1, 2, 3], [3], 'adamw-lrscale-bad.p');
+  const q = mkVar([1], [1], 'adamw-lrscale-bad.q');
+  try {
+    for (const bad of [-0.5, Number.NaN, Number.POSITIVE_INFINITY]) {
+      assert.throws(
+        () => new AdamW([q, p], { lrScale: (n) => (n === p.name ? bad : 1) }),
+        (e: unknown) => e instanceof UnimeError && e.message.includes('adamw-lrscale-bad.p') && e.message.includes(String(bad)),
+        `scale ${bad}`,
+      );
+      // (whether the moments allocated before the check stay behind: the todo test below)
+    }
+    const ok = new AdamW([p, q], { lrScale: () => 0 });
+    ok.dispose();
+  } finally {
+    tf.dispose([p, q]);
+  }
+});
+
+test('AdamW: a refused lrScale leaves no moment variables behind', { todo: 'src/train/adamw.ts allocates the moments before validating lrScale, so the throw leaks 2 variables per parameter' }, async () => {
+  await useDevice('cpu');
+  const p = mkVar([1, 2, 3], [3], 'adamw-lrscale-leak.p');
+  try {
+    const before = tf.memory().numTensors;
+    assert.throws(() => new AdamW([p], { lrScale: () => -1 }), UnimeError);
+    assert.equal(tf.memory().numTensors, before, 'moments left behind');
+  } finally {
+    p.dispose();
+  }
 });

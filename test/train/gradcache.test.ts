@@ -8,7 +8,7 @@ import { tf, type Tensor } from '../../src/runtime/tf.js';
 import { useDevice } from '../../src/runtime/devices.js';
 import { Rng } from '../../src/runtime/rng.js';
 import { gradCacheStep } from '../../src/train/gradcache.js';
-import { hardNegativeInfoNce, inbatchInfoNce } from '../../src/losses/index.js';
+import { clipInfoNce, hardNegativeInfoNce, inbatchInfoNce } from '../../src/losses/index.js';
 import { normRelativeError, relativeError, skipNative } from '../losses/support.js';
 
 const B = 7;
@@ -149,5 +149,63 @@ test('GradCache on the native backend matches its own full batch and the cpu res
     });
   } finally {
     await useDevice('cpu');
+  }
+});
+
+test('GradCache with lossParams: a learnable log logit scale (clipInfoNce) gets the full-batch gradient, chunk 2 over 6', async () => {
+  await useDevice('cpu');
+  const rng = new Rng('gradcache-lossparams');
+  const model = makeModel(rng);
+  const n = 6;
+  const query = Array.from({ length: n }, () => rng.fillNormal(new Float32Array(DIN), 0, 1));
+  const target = query.map((q) => q.map((x) => x + 0.8 * rng.normal()));
+  const batch = { query, target };
+  const logScale = tf.variable(tf.scalar(Math.log(4)), true, 'gc.logit_scale');
+  const loss = (q: Tensor, t: Tensor) => clipInfoNce(q, t, logScale);
+  const params = [...model.params, logScale];
+  try {
+    const full = tf.variableGrads(() => loss(model.encoders.query(batch.query), model.encoders.target(batch.target)) as tf.Scalar, params);
+    const fullLoss = full.value.dataSync()[0]!;
+    const before = tf.memory().numTensors;
+    const { loss: value, grads } = gradCacheStep({ params, encoders: model.encoders, batch, chunkSize: 2, loss, lossParams: [logScale] });
+    assert.equal(tf.memory().numTensors - before, grads.size, 'only the gradients may stay allocated');
+    assert.ok(Math.abs(value - fullLoss) <= 1e-5 * Math.abs(fullLoss), `loss ${value} vs ${fullLoss}`);
+    assert.deepEqual([...grads.keys()].sort(), params.map((p) => p.name).sort());
+    const wantScale = full.grads[logScale.name]!.dataSync()[0]!;
+    assert.ok(Math.abs(wantScale) > 1e-3, `the scale's gradient is not trivially zero (${wantScale})`);
+    for (const p of params) {
+      const want = full.grads[p.name]!.dataSync();
+      const got = grads.get(p.name)!.dataSync();
+      assert.deepEqual(grads.get(p.name)!.shape, p.shape, p.name);
+      assert.ok(normRelativeError(got, want) <= 1e-5, `${p.name} relative error ${normRelativeError(got, want)}: ${Array.from(got).slice(0, 3)} vs ${Array.from(want).slice(0, 3)}`);
+      assert.ok(relativeError(got, want) <= 1e-4, `${p.name} entry-wise error ${relativeError(got, want)}`);
+    }
+    // without lossParams the scale gets no gradient (zeros): the option is what makes it right
+    const plain = gradCacheStep({ params, encoders: model.encoders, batch, chunkSize: 2, loss });
+    assert.ok(plain.grads.get(logScale.name)!.dataSync().every((x) => x === 0), 'no lossParams: the scale gets zeros');
+    tf.dispose([...plain.grads.values()]);
+    tf.dispose([...grads.values()]);
+    assert.equal(tf.memory().numTensors, before, 'leaked');
+    tf.dispose([full.value, ...Object.values(full.grads)]);
+  } finally {
+    logScale.dispose();
+    model.dispose();
+  }
+});
+
+test('GradCache refuses a loss parameter that is not one of params', async () => {
+  await useDevice('cpu');
+  const rng = new Rng('gradcache-lossparams-bad');
+  const model = makeModel(rng);
+  const batch = makeBatch(rng);
+  const logScale = tf.variable(tf.scalar(1), true, 'gc.logit_scale_outside');
+  try {
+    assert.throws(
+      () => gradCacheStep({ params: model.params, encoders: model.encoders, batch, chunkSize: 3, loss: (q, t) => clipInfoNce(q, t, logScale), lossParams: [logScale] }),
+      (e: unknown) => e instanceof Error && e.message.includes('gc.logit_scale_outside'),
+    );
+  } finally {
+    logScale.dispose();
+    model.dispose();
   }
 });
