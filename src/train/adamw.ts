@@ -131,6 +131,10 @@ export class AdamW {
     if (new Set(names).size !== names.length) throw new UnimeError(`AdamW: parameter names must be unique, got ${names.join(', ')}`);
     this.hyper = hyper;
     this.hostLoop = options.hostLoop;
+    for (const p of params) {
+      const sc = options.lrScale?.(p.name) ?? 1;
+      if (!(Number.isFinite(sc) && sc >= 0)) throw new UnimeError(`AdamW: the lr scale of ${p.name} must be a finite number >= 0, got ${sc}`);
+    }
     this.slots = params.map((param) => ({
       param,
       m: zerosVariable(param),
@@ -138,9 +142,6 @@ export class AdamW {
       decay: !(options.noDecay?.(param.name) ?? false),
       lrScale: options.lrScale?.(param.name) ?? 1,
     }));
-    for (const s of this.slots) {
-      if (!(Number.isFinite(s.lrScale) && s.lrScale >= 0)) throw new UnimeError(`AdamW: the lr scale of ${s.param.name} must be a finite number >= 0, got ${s.lrScale}`);
-    }
   }
 
   get paramNames(): string[] {

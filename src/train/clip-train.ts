@@ -45,7 +45,7 @@ import { MlpHead, ResidualMlpAdapter } from '../models/clip/heads.js';
 import { encodingOfCache, LlmFeatures } from '../models/clip/llm-features.js';
 import { initVisionTower, initProjection } from '../models/clip/init.js';
 import { loadClipModel } from '../models/clip/model.js';
-import { namedVariable } from '../models/peft/lora.js';
+import { namedVariable } from '../models/clip/variables.js';
 import { Linear } from '../models/text/modules.js';
 import { VisionTransformer } from '../models/vision/tower.js';
 import { attachStageRunner, type StageContext, type StageResult } from '../recipes/registry.js';
@@ -357,7 +357,7 @@ async function buildModel(ctx: StageContext<ClipTrainStage>, featDim: number, en
   }
   const adapter = config.text.adapter !== null ? new ResidualMlpAdapter(config.text.adapter, rng.fork('text_adapter'), 'text_adapter.') : null;
   const needsScale = s.method === 'llm2clip' || (s.method === 'lift' && s.loss.type === 'infonce') || s.method === 'proclip';
-  const logScale = needsScale ? namedVariable(tf.scalar(Math.log(s.loss.logit_scale_init)), 'logit_scale') : null;
+  const logScale = needsScale ? namedVariable(tf.scalar(Math.log(s.loss.logit_scale_init)), true, 'logit_scale') : null;
   return { model: new ClipSideModel(config, tower, proj, adapter, logScale), processor, clipDir };
 }
 
@@ -388,9 +388,26 @@ async function clipTextTargets(clipDir: string, texts: readonly string[], log: S
     const dim = clip.textProjection.shape[0]!;
     const parts: Float32Array[] = [];
     const maxLength = clip.text.config.maxPositions;
+    const eos = clip.text.config.eosTokenId;
     for (let i = 0; i < texts.length; i += 64) {
-      const b = encodeBatch(tokenizer, texts.slice(i, i + 64), { maxLength, paddingSide: 'right' });
-      const e = tf.tidy(() => clip.textEmbeds(tf.tensor2d(b.inputIds, [b.batchSize, b.seqLen], 'int32'), tf.tensor2d(b.attentionMask, [b.batchSize, b.seqLen], 'int32')));
+      const b = encodeBatch(tokenizer, texts.slice(i, i + 64), { maxLength: maxLength - 1, paddingSide: 'right' });
+      // CLIP pools at the end-of-text token: append it where the tokenizer does not
+      const w = b.seqLen + 1;
+      const ids = new Int32Array(b.batchSize * w);
+      const mask = new Int32Array(b.batchSize * w);
+      for (let r = 0; r < b.batchSize; r++) {
+        let n = 0;
+        for (let c = 0; c < b.seqLen; c++) {
+          ids[r * w + c] = b.inputIds[r * b.seqLen + c]!;
+          mask[r * w + c] = b.attentionMask[r * b.seqLen + c]!;
+          n += b.attentionMask[r * b.seqLen + c]!;
+        }
+        if (n === 0 || ids[r * w + n - 1] !== eos) {
+          ids[r * w + n] = eos;
+          mask[r * w + n] = 1;
+        }
+      }
+      const e = tf.tidy(() => clip.textEmbeds(tf.tensor2d(ids, [b.batchSize, w], 'int32'), tf.tensor2d(mask, [b.batchSize, w], 'int32')));
       parts.push((await e.data()) as Float32Array);
       e.dispose();
     }

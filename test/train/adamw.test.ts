@@ -244,7 +244,7 @@ test('AdamW refuses a negative, NaN or infinite lrScale, naming the parameter', 
         (e: unknown) => e instanceof UnimeError && e.message.includes('adamw-lrscale-bad.p') && e.message.includes(String(bad)),
         `scale ${bad}`,
       );
-      // (whether the moments allocated before the check stay behind: the todo test below)
+      // (a refused scale allocates nothing: the next test)
     }
     const ok = new AdamW([p, q], { lrScale: () => 0 });
     ok.dispose();
@@ -253,7 +253,7 @@ test('AdamW refuses a negative, NaN or infinite lrScale, naming the parameter', 
   }
 });
 
-test('AdamW: a refused lrScale leaves no moment variables behind', { todo: 'src/train/adamw.ts allocates the moments before validating lrScale, so the throw leaks 2 variables per parameter' }, async () => {
+test('AdamW: a refused lrScale leaves no moment variables behind', async () => {
   await useDevice('cpu');
   const p = mkVar([1, 2, 3], [3], 'adamw-lrscale-leak.p');
   try {

@@ -20,7 +20,7 @@ import { UnimeError } from '../../errors.js';
 import { writeJsonAtomic } from '../../io/atomic.js';
 import { writeSafetensors, SafetensorsFile } from '../../io/safetensors.js';
 import { tf, type Tensor } from '../../runtime/tf.js';
-import { namedVariable } from '../peft/lora.js';
+import { namedVariable, variableFrom } from './variables.js';
 import { Linear } from '../text/modules.js';
 import { loadVisionTower } from '../vision/load.js';
 import { VisionTransformer } from '../vision/tower.js';
@@ -69,28 +69,11 @@ export interface ClipSideConfig {
   logit_scale: number | null;
 }
 
-/** Variables renamed `<prefix><key>` so training checkpoints match them in any process. */
-export function stableNames(weights: ReadonlyMap<string, tf.Variable>, prefix: string): Map<string, tf.Variable> {
-  const out = new Map<string, tf.Variable>();
-  for (const [key, v] of weights) {
-    if (v.name === prefix + key) {
-      out.set(key, v);
-      continue;
-    }
-    const renamed = namedVariable(v, prefix + key);
-    v.dispose();
-    out.set(key, renamed);
-  }
-  return out;
-}
-
 /** A vision tower with its variables renamed stably (see stableNames); the old tower is disposed. */
 export function renameTower(tower: VisionTransformer, prefix = 'vision_model.', trainable = true): VisionTransformer {
   const weights = new Map<string, tf.Variable>();
   for (const [key, v] of tower.weights) {
-    const renamed = namedVariable(v, prefix + key);
-    (renamed as { trainable: boolean }).trainable = trainable;
-    weights.set(key, renamed);
+    weights.set(key, namedVariable(v, trainable, prefix + key));
     v.dispose();
   }
   return new VisionTransformer(tower.config, weights);
@@ -206,9 +189,7 @@ export async function loadClipSideModel(dir: string, options: { trainable?: bool
     if (cfg.image.projection === 'linear') {
       const w = saved.get('visual_projection.weight');
       if (!w) throw new UnimeError('missing tensor visual_projection.weight', { file: weightsFile, fix: 'save the model again with the clip-train stage' });
-      const v = namedVariable(tf.tensor(w.data, w.shape), 'visual_projection.weight');
-      (v as { trainable: boolean }).trainable = trainable;
-      proj = new Linear(v, null);
+      proj = new Linear(variableFrom(w.data, w.shape, trainable, 'visual_projection.weight'), null);
     } else if (cfg.image.projection === 'mlp') {
       if (!cfg.image.head) throw new UnimeError('image.head is missing for projection mlp', { file: path.join(dir, CLIP_SIDE_CONFIG) });
       proj = new MlpHead(cfg.image.head, rng, 'image_head.');
@@ -219,7 +200,7 @@ export async function loadClipSideModel(dir: string, options: { trainable?: bool
       loadHeadWeights(adapter.weights, saved, weightsFile, 'text_adapter.');
     }
     const ls = saved.get('logit_scale');
-    if (ls) logScale = namedVariable(tf.scalar(ls.data[0]!), 'logit_scale');
+    if (ls) logScale = namedVariable(tf.scalar(ls.data[0]!), true, 'logit_scale');
     for (const v of [...(proj instanceof MlpHead ? proj.variables : []), ...(adapter?.variables ?? []), ...(logScale ? [logScale] : [])]) {
       (v as { trainable: boolean }).trainable = trainable;
     }

@@ -19,7 +19,7 @@ import { activation, layerNorm } from '../../runtime/native/ops.js';
 import type { Rng } from '../../runtime/rng.js';
 import { tf, type Tensor } from '../../runtime/tf.js';
 import { l2Normalize } from '../../losses/common.js';
-import { namedVariable } from '../peft/lora.js';
+import { namedVariable } from './variables.js';
 import { Linear } from '../text/modules.js';
 
 const LN_EPS = 1e-5;
@@ -33,8 +33,8 @@ function linearInit(weights: HeadWeights, prefix: string, key: string, out: numb
   for (let i = 0; i < w.length; i++) w[i] = (2 * rng.uniform() - 1) * bound;
   const b = new Float32Array(out);
   for (let i = 0; i < b.length; i++) b[i] = (2 * rng.uniform() - 1) * bound;
-  const wv = namedVariable(tf.tensor2d(w, [out, inp]), `${prefix}${key}.weight`);
-  const bv = namedVariable(tf.tensor1d(b), `${prefix}${key}.bias`);
+  const wv = namedVariable(tf.tensor2d(w, [out, inp]), true, `${prefix}${key}.weight`);
+  const bv = namedVariable(tf.tensor1d(b), true, `${prefix}${key}.bias`);
   weights.set(`${key}.weight`, wv);
   weights.set(`${key}.bias`, bv);
   return new Linear(wv, bv);
@@ -46,8 +46,8 @@ interface Norm {
 }
 
 function normInit(weights: HeadWeights, prefix: string, key: string, dim: number): Norm {
-  const weight = namedVariable(tf.ones([dim]), `${prefix}${key}.weight`);
-  const bias = namedVariable(tf.zeros([dim]), `${prefix}${key}.bias`);
+  const weight = namedVariable(tf.ones([dim]), true, `${prefix}${key}.weight`);
+  const bias = namedVariable(tf.zeros([dim]), true, `${prefix}${key}.bias`);
   weights.set(`${key}.weight`, weight);
   weights.set(`${key}.bias`, bias);
   return { weight, bias };

@@ -7,6 +7,7 @@
 import { UnimeError } from '../../errors.js';
 import { dropoutMask } from '../../runtime/random.js';
 import { Rng } from '../../runtime/rng.js';
+import { namedVariable } from '../clip/variables.js';
 import { tf, type Tensor } from '../../runtime/tf.js';
 import { Linear, type LinearDelta } from '../text/modules.js';
 
@@ -187,17 +188,6 @@ function checkOptions(o: LoraOptions): void {
   }
 }
 
-/**
- * A trainable variable named after its PEFT key, so checkpoints match it by name in any process (tfjs's
- * default names come from a process-wide counter, which differs when a resumed run loads fewer models
- * first). A name still registered by a live variable gets a `#n` suffix.
- */
-export function namedVariable(value: Tensor, name: string): tf.Variable {
-  const taken = tf.engine().registeredVariables;
-  let unique = name;
-  for (let n = 2; unique in taken; n++) unique = `${name}#${n}`;
-  return tf.variable(value, true, unique);
-}
 
 /**
  * Attach LoRA to the model's Linear layers that `targetModules` selects: freezes every base weight
@@ -239,7 +229,7 @@ export function applyLora(model: LoraTarget, options: LoraOptions): LoraAdapter 
     const a = tf.tensor(initRng.fillUniform(new Float32Array(options.r * inDim), -bound, bound), [options.r, inDim], 'float32');
     const b = tf.zeros([out, options.r]);
     // A variable shares its initial tensor's buffer; disposing the tensor drops only that handle.
-    const layer = new LoraLayer(prefix + name, lin, namedVariable(a, `${prefix + name}.lora_A.weight`), namedVariable(b, `${prefix + name}.lora_B.weight`), scaling, adapter);
+    const layer = new LoraLayer(prefix + name, lin, namedVariable(a, true, `${prefix + name}.lora_A.weight`), namedVariable(b, true, `${prefix + name}.lora_B.weight`), scaling, adapter);
     a.dispose();
     b.dispose();
     adapter.layers.push(layer);
