@@ -15,6 +15,10 @@ import { repoRoot, tempDir } from '../helpers.js';
 import { promises as fsp } from 'node:fs';
 
 const EXPECTED = [
+  'clip-synthetic.yaml',
+  'lift-vitb16.yaml',
+  'llm2clip-vitl14.yaml',
+  'proclip-vitl14.yaml',
   'quickstart.yaml',
   'unime-llava16-stage1.yaml',
   'unime-llava16-stage2.yaml',
