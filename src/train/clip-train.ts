@@ -38,6 +38,7 @@ import {
   ClipSideModel,
   isClipSideModel,
   loadClipSideModel,
+  poolImage,
   type ClipSideConfig,
   type LlmTextEncoding,
 } from '../models/clip/dual-encoder.js';
@@ -499,7 +500,7 @@ export async function runClipTrain(ctx: StageContext<ClipTrainStage>): Promise<C
       if (s.method === 'lift' && s.loss.type === 'cosine') return { loss: positiveCosineLoss(img!, txt), stats: {} };
       const contrastive = clipInfoNce(img!, txt, model.logScale!, { maxScale });
       if (s.method === 'proclip') {
-        const teacher = tf.tidy(() => teacherProj!.forward(poolForTeacher(teacherTower!, s.vision.pooling, batch)));
+        const teacher = tf.tidy(() => teacherProj!.forward(poolImage(teacherTower!, stepPixels!, model.config.image.pooling)));
         const terms = procLipDistillationTerms(img!, teacher, { smoothL1Beta: s.loss.smooth_l1_beta, reduction: s.loss.reduction });
         return { loss: tf.add(contrastive, tf.mul(terms.loss, s.loss.distill_weight)), stats: { contrastive, instance: terms.instance, structure: terms.structure } };
       }
@@ -507,16 +508,6 @@ export async function runClipTrain(ctx: StageContext<ClipTrainStage>): Promise<C
     };
     // the EMA teacher sees the same pixels as the student in this step
     let stepPixels: Tensor | null = null;
-    const poolForTeacher = (tower: VisionTransformer, pooling: 'cls' | 'mean', batch: readonly number[]) => {
-      void batch;
-      return tf.tidy(() => {
-        const out = tower.forward(stepPixels!);
-        if (pooling === 'cls') return out.pooled!;
-        const [b, q, d] = out.lastHiddenState.shape as [number, number, number];
-        const h = tower.config.classToken ? tf.slice(out.lastHiddenState, [0, 1, 0], [b, q - 1, d]) : out.lastHiddenState;
-        return tower.config.classToken ? tower.postNorm.forward(tf.mean(h, 1)) : tf.mean(h, 1);
-      });
-    };
 
     const result = await train<number[]>({
       ...loopOptionsFromRecipe(t),

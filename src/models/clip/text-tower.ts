@@ -8,9 +8,8 @@ import type { HfConfig } from '../../io/hf-config.js';
 import type { ActivationName } from '../../runtime/native/addon.js';
 import { tf, type Tensor } from '../../runtime/tf.js';
 import { ModelConfigError, type ConfigSource } from '../text/config.js';
-import type { WeightGetter } from '../text/modules.js';
 import { HF_ACTIVATIONS } from '../vision/config.js';
-import { LayerNorm, VisionEncoderLayer } from '../vision/tower.js';
+import { LayerNorm, VisionEncoderLayer, weightGetter } from '../vision/tower.js';
 
 export interface ClipTextConfig {
   vocabSize: number;
@@ -183,11 +182,7 @@ export class ClipTextTransformer {
     /** The weights by key relative to 'text_model.' ('embeddings.token_embedding.weight', ...). */
     readonly weights: ReadonlyMap<string, tf.Variable>,
   ) {
-    const get: WeightGetter = (name) => {
-      const v = weights.get(name);
-      if (!v) throw new UnimeError(`text weight ${name} was not provided`);
-      return v;
-    };
+    const get = weightGetter(weights, 'text');
     this.tokenEmbedding = get('embeddings.token_embedding.weight');
     this.positionEmbedding = get('embeddings.position_embedding.weight');
     this.layers = Array.from({ length: config.numLayers }, (_, i) => new VisionEncoderLayer(config, get, i));

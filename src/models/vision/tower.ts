@@ -186,6 +186,15 @@ export interface VisionOutput {
   hiddenStates?: Tensor[];
 }
 
+/** A WeightGetter over a key -> variable map that names a missing key (`what`: 'vision', 'text'). */
+export function weightGetter(weights: ReadonlyMap<string, tf.Variable>, what: string): WeightGetter {
+  return (name) => {
+    const v = weights.get(name);
+    if (!v) throw new UnimeError(`${what} weight ${name} was not provided`);
+    return v;
+  };
+}
+
 export class VisionTransformer {
   readonly patchWeight: tf.Variable;
   readonly patchBias: tf.Variable | null;
@@ -201,11 +210,7 @@ export class VisionTransformer {
     /** The weights by key relative to the tower prefix ('embeddings.patch_embedding.weight', ...). */
     readonly weights: ReadonlyMap<string, tf.Variable>,
   ) {
-    const get: WeightGetter = (name) => {
-      const v = weights.get(name);
-      if (!v) throw new UnimeError(`vision weight ${name} was not provided`);
-      return v;
-    };
+    const get = weightGetter(weights, 'vision');
     const clip = config.classToken;
     this.patchWeight = get('embeddings.patch_embedding.weight');
     this.patchBias = clip ? null : get('embeddings.patch_embedding.bias');
