@@ -10,6 +10,7 @@ import { decodeImage } from '../images/decode.js';
 import { preprocessImage, readImageProcessorConfig } from '../images/processor.js';
 import { loadClipSideModel } from '../models/clip/dual-encoder.js';
 import { LlmFeatures } from '../models/clip/llm-features.js';
+import { l2Normalize } from '../losses/common.js';
 import { tf } from '../runtime/tf.js';
 import type { EvalModel, ModelInput } from './mmeb-eval.js';
 
@@ -46,10 +47,7 @@ export async function loadClipSideEvalModel(dir: string): Promise<EvalModel> {
         const part = withImage.slice(s, s + options.batchSize);
         const px = new Float32Array(part.length * 3 * size * size);
         for (const [j, i] of part.entries()) px.set(preprocessImage(await decodeImage(inputs[i]!.image!), processor).data, j * 3 * size * size);
-        const e = tf.tidy(() => {
-          const x = model.imageEmbeds(tf.tensor4d(px, [part.length, 3, size, size]));
-          return tf.div(x, tf.maximum(tf.norm(x, 'euclidean', -1, true), 1e-12));
-        });
+        const e = tf.tidy(() => l2Normalize(model.imageEmbeds(tf.tensor4d(px, [part.length, 3, size, size]))));
         const d = (await e.data()) as Float32Array;
         e.dispose();
         part.forEach((i, j) => out.set(d.subarray(j * dim, (j + 1) * dim), i * dim));
@@ -58,19 +56,10 @@ export async function loadClipSideEvalModel(dir: string): Promise<EvalModel> {
       const withText = inputs.flatMap((_, i) => (texts[i]!.length > 0 ? [i] : []));
       if (withText.length > 0) {
         const feats = await llm.features(withText.map((i) => texts[i]!));
-        const fd = llm.dim;
-        for (let s = 0; s < withText.length; s += options.batchSize) {
-          const part = withText.slice(s, s + options.batchSize);
-          const e = tf.tidy(() => {
-            const x = model.textEmbeds(tf.tensor2d(feats.subarray(s * fd, (s + part.length) * fd), [part.length, fd]));
-            return tf.div(x, tf.maximum(tf.norm(x, 'euclidean', -1, true), 1e-12));
-          });
-          const d = (await e.data()) as Float32Array;
-          e.dispose();
-          part.forEach((i, j) => {
-            for (let k = 0; k < dim; k++) out[i * dim + k]! += d[j * dim + k]!;
-          });
-        }
+        const d = await model.textEmbeddings(feats, llm.dim, options.batchSize);
+        withText.forEach((i, j) => {
+          for (let k = 0; k < dim; k++) out[i * dim + k]! += d[j * dim + k]!;
+        });
       }
       normalizeRows(out, dim);
       return out;

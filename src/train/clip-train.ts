@@ -31,6 +31,7 @@ import { decodeImage } from '../images/decode.js';
 import { parseImageProcessorConfig, preprocessImage, PREPROCESSOR_CONFIG, readImageProcessorConfig, OPENAI_CLIP_MEAN, OPENAI_CLIP_STD, type ImageProcessorConfig, type PixelArray } from '../images/processor.js';
 import { positiveCosineLoss } from '../losses/positive-cosine-loss.js';
 import { clipInfoNce } from '../losses/clip-infonce.js';
+import { l2Normalize } from '../losses/common.js';
 import { procLipDistillationTerms } from '../losses/proclip-distillation.js';
 import {
   CLIP_SIDE_CONFIG,
@@ -189,40 +190,14 @@ export class PixelStore {
 
 /** Embed images (rows of [n, embed_dim], L2-normalised) without a tape. */
 export async function embedImages(model: ClipSideModel, pixels: PixelStore, files: readonly string[], batchSize = 64): Promise<Float32Array> {
-  const parts: Float32Array[] = [];
+  const d = model.config.embed_dim;
+  const out = new Float32Array(files.length * d);
   for (let i = 0; i < files.length; i += batchSize) {
     const px = await pixels.batch(files.slice(i, i + batchSize));
-    const e = tf.tidy(() => l2n(model.imageEmbeds(px)));
+    const e = tf.tidy(() => l2Normalize(model.imageEmbeds(px)));
     px.dispose();
-    parts.push((await e.data()) as Float32Array);
+    out.set((await e.data()) as Float32Array, i * d);
     e.dispose();
-  }
-  return concat(parts);
-}
-
-/** Embed LLM features through the text side ([n, embed_dim], L2-normalised), without a tape. */
-export async function embedTextFeatures(model: ClipSideModel, features: Float32Array, dim: number, batchSize = 256): Promise<Float32Array> {
-  const n = features.length / dim;
-  const parts: Float32Array[] = [];
-  for (let i = 0; i < n; i += batchSize) {
-    const rows = Math.min(batchSize, n - i);
-    const e = tf.tidy(() => l2n(model.textEmbeds(tf.tensor2d(features.subarray(i * dim, (i + rows) * dim), [rows, dim]))));
-    parts.push((await e.data()) as Float32Array);
-    e.dispose();
-  }
-  return concat(parts);
-}
-
-function l2n(x: Tensor): Tensor {
-  return tf.div(x, tf.maximum(tf.norm(x, 'euclidean', -1, true), 1e-12));
-}
-
-function concat(parts: Float32Array[]): Float32Array {
-  const out = new Float32Array(parts.reduce((n, p) => n + p.length, 0));
-  let o = 0;
-  for (const p of parts) {
-    out.set(p, o);
-    o += p.length;
   }
   return out;
 }
@@ -232,7 +207,7 @@ async function retrievalOn(model: ClipSideModel, pixels: PixelStore, feats: Floa
   const images = [...new Set(rows.map((r) => r.image))];
   const imageIndex = new Map(images.map((f, i) => [f, i]));
   const img = await embedImages(model, pixels, images);
-  const txt = await embedTextFeatures(model, feats, dim);
+  const txt = await model.textEmbeddings(feats, dim);
   const d = model.config.embed_dim;
   return scoreRetrieval(embeddingMatrix(img, images.length, d, 'images'), embeddingMatrix(txt, rows.length, d, 'captions'), Int32Array.from(rows.map((r) => imageIndex.get(r.image)!)));
 }
@@ -256,7 +231,7 @@ async function textFeatures(ctx: StageContext<ClipTrainStage>): Promise<LlmFeatu
       max_length: te.max_length,
       batch_size: te.batch_size,
       bidirectional: te.bidirectional,
-      data: { path: s.data.path, format: s.data.format === 'parquet' ? 'parquet' : s.data.format === 'jsonl' ? 'jsonl' : 'auto', text_columns: [s.data.caption_column], max_samples: s.data.max_samples },
+      data: { path: s.data.path, format: s.data.format, text_columns: [s.data.caption_column], max_samples: s.data.max_samples },
       cache_dir: dir,
     });
     ctx.log.info(`clip-train: computing text features with ${s.text_model.path} into ${dir}`);
@@ -298,7 +273,7 @@ async function buildModel(ctx: StageContext<ClipTrainStage>, featDim: number, en
     }
     const processor = JSON.parse(await fsp.readFile(path.join(initDir, PREPROCESSOR_CONFIG), 'utf8')) as Record<string, unknown>;
     const clipDir = s.method === 'proclip' && s.clip_text_model !== null ? await ctx.resolveModel(s.clip_text_model) : null;
-    return { model: withMethod(model, s, featDim, encoding, rng), processor, clipDir };
+    return { model: withMethod(model, s, encoding), processor, clipDir };
   }
 
   let tower: VisionTransformer;
@@ -367,9 +342,7 @@ function baseConfig(s: ClipTrainStage, featDim: number, encoding: LlmTextEncodin
 }
 
 /** A model loaded from init_from, checked against this stage's method (the adapter must exist when the method has one). */
-function withMethod(model: ClipSideModel, s: ClipTrainStage, featDim: number, encoding: LlmTextEncoding, rng: Rng): ClipSideModel {
-  void featDim;
-  void rng;
+function withMethod(model: ClipSideModel, s: ClipTrainStage, encoding: LlmTextEncoding): ClipSideModel {
   if ((s.method === 'lift') !== (model.textAdapter === null)) {
     const method = model.config.method;
     model.dispose();
@@ -387,7 +360,7 @@ async function clipTextTargets(clipDir: string, texts: readonly string[], log: S
   try {
     if (clip.text === null || clip.textProjection === null) throw new UnimeError('the checkpoint has no CLIP text tower with a projection', { file: clipDir, field: 'clip_text_model', fix: 'point at a CLIPModel checkpoint' });
     const dim = clip.textProjection.shape[0]!;
-    const parts: Float32Array[] = [];
+    const out = new Float32Array(texts.length * dim);
     const maxLength = clip.text.config.maxPositions;
     const eos = clip.text.config.eosTokenId;
     for (let i = 0; i < texts.length; i += 64) {
@@ -409,10 +382,10 @@ async function clipTextTargets(clipDir: string, texts: readonly string[], log: S
         }
       }
       const e = tf.tidy(() => clip.textEmbeds(tf.tensor2d(ids, [b.batchSize, w], 'int32'), tf.tensor2d(mask, [b.batchSize, w], 'int32')));
-      parts.push((await e.data()) as Float32Array);
+      out.set((await e.data()) as Float32Array, i * dim);
       e.dispose();
     }
-    return { data: concat(parts), dim };
+    return { data: out, dim };
   } finally {
     clip.dispose();
   }

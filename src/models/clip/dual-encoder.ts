@@ -20,6 +20,7 @@ import { UnimeError } from '../../errors.js';
 import { writeJsonAtomic } from '../../io/atomic.js';
 import { writeSafetensors, SafetensorsFile } from '../../io/safetensors.js';
 import { tf, type Tensor } from '../../runtime/tf.js';
+import { l2Normalize } from '../../losses/common.js';
 import { namedVariable, variableFrom } from './variables.js';
 import { Linear } from '../text/modules.js';
 import { loadVisionTower } from '../vision/load.js';
@@ -120,6 +121,20 @@ export class ClipSideModel {
   /** [b, llm dim] frozen LLM features -> [b, embed_dim] text embeddings (not normalised). */
   textEmbeds(features: Tensor): Tensor {
     return this.textAdapter === null ? tf.clone(features) : this.textAdapter.forward(features);
+  }
+
+  /** Embed LLM features [n, featDim] (row-major) through the text side: [n, embed_dim], L2-normalised, without a tape. */
+  async textEmbeddings(features: Float32Array, featDim: number, batchSize = 256): Promise<Float32Array> {
+    const n = features.length / featDim;
+    const d = this.config.embed_dim;
+    const out = new Float32Array(n * d);
+    for (let i = 0; i < n; i += batchSize) {
+      const rows = Math.min(batchSize, n - i);
+      const e = tf.tidy(() => l2Normalize(this.textEmbeds(tf.tensor2d(features.subarray(i * featDim, (i + rows) * featDim), [rows, featDim]))));
+      out.set((await e.data()) as Float32Array, i * d);
+      e.dispose();
+    }
+    return out;
   }
 
   /** The weights under their saved keys. */

@@ -9,7 +9,7 @@ import type { ActivationName } from '../../runtime/native/addon.js';
 import { tf, type Tensor } from '../../runtime/tf.js';
 import { ModelConfigError, type ConfigSource } from '../text/config.js';
 import { HF_ACTIVATIONS } from '../vision/config.js';
-import { LayerNorm, VisionEncoderLayer, weightGetter } from '../vision/tower.js';
+import { encoderLayerWeights, LayerNorm, VisionEncoderLayer, weightGetter } from '../vision/tower.js';
 
 export interface ClipTextConfig {
   vocabSize: number;
@@ -122,19 +122,7 @@ export function expectedClipTextWeights(c: ClipTextConfig): Map<string, number[]
     w.set(`${p}.weight`, [H]);
     w.set(`${p}.bias`, [H]);
   };
-  for (let i = 0; i < c.numLayers; i++) {
-    const p = `encoder.layers.${i}`;
-    norm(`${p}.layer_norm1`);
-    for (const proj of ['q_proj', 'k_proj', 'v_proj', 'out_proj']) {
-      w.set(`${p}.self_attn.${proj}.weight`, [H, H]);
-      w.set(`${p}.self_attn.${proj}.bias`, [H]);
-    }
-    norm(`${p}.layer_norm2`);
-    w.set(`${p}.mlp.fc1.weight`, [I, H]);
-    w.set(`${p}.mlp.fc1.bias`, [I]);
-    w.set(`${p}.mlp.fc2.weight`, [H, I]);
-    w.set(`${p}.mlp.fc2.bias`, [H]);
-  }
+  encoderLayerWeights(w, c.numLayers, H, I);
   norm('final_layer_norm');
   return w;
 }

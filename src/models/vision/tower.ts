@@ -318,6 +318,25 @@ export class VisionTransformer {
   }
 }
 
+/** The weights of `numLayers` pre-LN encoder layers (CLIP/SigLIP vision, CLIP text) into `w`, keys `encoder.layers.<i>.*`. */
+export function encoderLayerWeights(w: Map<string, number[]>, numLayers: number, H: number, I: number): void {
+  for (let i = 0; i < numLayers; i++) {
+    const p = `encoder.layers.${i}`;
+    w.set(`${p}.layer_norm1.weight`, [H]);
+    w.set(`${p}.layer_norm1.bias`, [H]);
+    for (const proj of ['q_proj', 'k_proj', 'v_proj', 'out_proj']) {
+      w.set(`${p}.self_attn.${proj}.weight`, [H, H]);
+      w.set(`${p}.self_attn.${proj}.bias`, [H]);
+    }
+    w.set(`${p}.layer_norm2.weight`, [H]);
+    w.set(`${p}.layer_norm2.bias`, [H]);
+    w.set(`${p}.mlp.fc1.weight`, [I, H]);
+    w.set(`${p}.mlp.fc1.bias`, [I]);
+    w.set(`${p}.mlp.fc2.weight`, [H, I]);
+    w.set(`${p}.mlp.fc2.bias`, [H]);
+  }
+}
+
 /** Every weight a tower with this config reads, with its shape; keys relative to the tower prefix. */
 export function expectedVisionWeights(cfg: VisionConfig, withHead: boolean): Map<string, number[]> {
   const { hiddenSize: H, intermediateSize: I, numChannels: C, patchSize: P, seqLen } = cfg;
@@ -337,16 +356,7 @@ export function expectedVisionWeights(cfg: VisionConfig, withHead: boolean): Map
     w.set(`${p}.fc2.bias`, [H]);
   };
   if (cfg.classToken) norm('pre_layrnorm');
-  for (let i = 0; i < cfg.numLayers; i++) {
-    const p = `encoder.layers.${i}`;
-    norm(`${p}.layer_norm1`);
-    for (const proj of ['q_proj', 'k_proj', 'v_proj', 'out_proj']) {
-      w.set(`${p}.self_attn.${proj}.weight`, [H, H]);
-      w.set(`${p}.self_attn.${proj}.bias`, [H]);
-    }
-    norm(`${p}.layer_norm2`);
-    mlp(`${p}.mlp`);
-  }
+  encoderLayerWeights(w, cfg.numLayers, H, I);
   norm('post_layernorm');
   if (withHead) {
     w.set('head.probe', [1, 1, H]);
