@@ -9,6 +9,7 @@ import { textDecoderEntry } from '../registry.js';
 import { ModelConfigError } from '../text/config.js';
 import { checkpointConfigFile } from '../weights.js';
 import { loadLlava, type LoadMultimodalOptions } from './llava.js';
+import { loadPhi3V } from './phi3-v.js';
 import { loadTextOnly } from './text-only.js';
 import type { MultimodalModel } from './types.js';
 
@@ -25,7 +26,6 @@ const entries = new Map<string, MultimodalEntry>();
 const PLANNED: Record<string, string> = {
   llava_next: 'LLaVA-NeXT (anyres tiling with the newline/unpad layout)',
   llava_onevision: 'LLaVA-OneVision (anyres_max tiling)',
-  phi3_v: 'Phi-3.5-V (HD crops with separator tokens)',
   qwen2_vl: "Qwen2-VL (2D-RoPE vision tower and M-RoPE decoder)",
 };
 
@@ -61,3 +61,4 @@ export async function loadMultimodalModel(dir: string, options: LoadMultimodalOp
 }
 
 registerMultimodal({ modelType: 'llava', hfClass: 'LlavaForConditionalGeneration', load: loadLlava });
+registerMultimodal({ modelType: 'phi3_v', hfClass: 'Phi3VForCausalLM', load: loadPhi3V });
