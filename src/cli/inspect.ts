@@ -108,6 +108,8 @@ export interface AssemblyReport {
   imageTokenId: number | null;
   /** The tokenizer's text for the image token, when a tokenizer config is beside the weights. */
   imageToken: string | null;
+  /** LLaVA-NeXT / OneVision: the tiling the image token count depends on. */
+  anyres?: { pinpoints: number; largest: [number, number] | null; maxNumPatches: number | null; imageNewline: string | null };
   /** Why part of the description is missing (a config field the loader would also refuse). */
   problem?: string;
 }
@@ -196,6 +198,18 @@ export function describeAssembly(cfg: HfConfig, tensors: readonly { name: string
     imageTokenId,
     imageToken: imageTokenId === null ? null : imageTokenText(dir, imageTokenId),
   };
+  if (type !== 'llava') {
+    const pp = Array.isArray(cfg.image_grid_pinpoints) ? (cfg.image_grid_pinpoints as unknown[]) : null;
+    const pairs = (pp ?? []).filter((p): p is [number, number] => Array.isArray(p) && p.length === 2 && p.every((x) => typeof x === 'number'));
+    const largest = pairs.reduce<[number, number] | null>((best, p) => (best === null || p[0] * p[1] > best[0] * best[1] ? [p[0], p[1]] : best), null);
+    const ratio = typeof cfg.vision_aspect_ratio === 'string' ? /^anyres_max_(\d+)$/.exec(cfg.vision_aspect_ratio) : null;
+    report.anyres = {
+      pinpoints: pairs.length,
+      largest,
+      maxNumPatches: type === 'llava_onevision' ? (ratio ? Number(ratio[1]) : cfg.vision_aspect_ratio === undefined ? 9 : null) : null,
+      imageNewline: ['model.image_newline', 'image_newline'].find((k) => tensors.some((t) => t.name === k)) ?? null,
+    };
+  }
   if (problem !== undefined) report.problem = problem;
   return report;
 }
@@ -214,6 +228,12 @@ function renderAssembly(a: AssemblyReport, kv: (k: string, v: string) => void): 
   kv('  decoder', `${d.modelType ?? '?'}, hidden ${d.hiddenSize ?? '?'}, ${d.numLayers ?? '?'} layers, vocab ${d.vocabSize ?? '?'}; ${formatCount(d.params)} params ${at(d.prefix)}${d.lmHeadParams ? ` + lm_head ${formatCount(d.lmHeadParams)}` : ''}`);
   const token = a.imageTokenId === null ? '' : ` (${a.imageToken ?? 'token'} id ${a.imageTokenId})`;
   kv('  image', a.imageTokens === null ? `tokens per image depend on the image size (anyres tiling)${token}` : `${a.imageTokens} tokens per image${token}`);
+  if (a.anyres) {
+    const r = a.anyres;
+    const grid = r.pinpoints === 0 ? 'no grid pinpoints in config.json (transformers\' defaults)' : `${r.pinpoints} grid pinpoints up to ${r.largest![0]}x${r.largest![1]}`;
+    const max = a.modelType === 'llava_onevision' ? `, anyres_max_${r.maxNumPatches ?? '?'}` : '';
+    kv('  anyres', `${grid}${max}; image_newline ${r.imageNewline === null ? 'not found' : `as ${r.imageNewline}`}`);
+  }
   if (a.problem) kv('  problem', a.problem.split('\n')[0]!);
 }
 

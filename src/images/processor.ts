@@ -4,8 +4,9 @@
  * rescale (1/255) and per-channel normalisation into channels-first float32 pixel values, exactly as
  * transformers computes them (Pillow's resampling, float32 arithmetic).
  *
- * Not yet: LLaVA-NeXT / LLaVA-OneVision anyres tiling and Phi-3.5-V HD crops (their processors are
- * refused with a clear error), Qwen2-VL's patch flattening.
+ * LLaVA-NeXT / LLaVA-OneVision processors tile an image (src/images/anyres.ts reads them); here they are
+ * refused with a pointer there. Not yet: Phi-3.5-V HD crops (refused with a clear error), Qwen2-VL's
+ * patch flattening.
  */
 import { NotImplementedYetError, UnimeError } from '../errors.js';
 import { readCheckpointJson } from '../io/json.js';
@@ -43,9 +44,9 @@ export interface PixelArray {
 }
 
 const SUPPORTED = ['CLIPImageProcessor', 'SiglipImageProcessor'];
+/** Processors that make several tiles per image: src/images/anyres.ts reads them. */
+const ANYRES = ['LlavaNextImageProcessor', 'LlavaOnevisionImageProcessor'];
 const LATER: Record<string, string> = {
-  LlavaNextImageProcessor: 'LLaVA-NeXT anyres tiling',
-  LlavaOnevisionImageProcessor: 'LLaVA-OneVision anyres tiling',
   Phi3VImageProcessor: 'Phi-3.5-V HD crops',
   Qwen2VLImageProcessor: "Qwen2-VL's dynamic-resolution patches",
 };
@@ -70,6 +71,13 @@ export function parseImageProcessorConfig(raw: unknown, file = PREPROCESSOR_CONF
   const legacy = typeof c.feature_extractor_type === 'string' ? c.feature_extractor_type.replace(/FeatureExtractor$/, 'ImageProcessor') : undefined;
   const type = c.image_processor_type ?? legacy;
   if (typeof type !== 'string') throw bad('image_processor_type', `one of ${SUPPORTED.join(', ')}`);
+  if (ANYRES.includes(type)) {
+    throw new ImageProcessorConfigError(`${type} tiles each image (anyres); this reader makes one ${SUPPORTED.join(' / ')} image per input`, {
+      file,
+      field: 'image_processor_type',
+      fix: 'load the LLaVA-NeXT / OneVision checkpoint with loadMultimodalModel (it reads this file with readAnyresProcessorConfig), or point at a CLIP / SigLIP checkpoint here',
+    });
+  }
   if (LATER[type]) {
     throw new NotImplementedYetError(`${type} (${LATER[type]}) is not implemented yet`, {
       file,

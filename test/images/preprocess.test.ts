@@ -10,6 +10,7 @@ import { NotImplementedYetError } from '../../src/errors.js';
 import {
   decodeImage,
   ImageDecodeError,
+  ImageProcessorConfigError,
   parseImageProcessorConfig,
   PIL_RESAMPLE,
   pixelValues,
@@ -113,7 +114,7 @@ test('processor configs: transformers defaults, int sizes, and clear errors', ()
   assert.deepEqual(shortestEdgeSize(641, 480, 336), [448, 336]);
   assert.throws(
     () => parseImageProcessorConfig({ image_processor_type: 'LlavaNextImageProcessor' }, 'pp.json'),
-    (e: unknown) => e instanceof NotImplementedYetError && /pp\.json: image_processor_type: LlavaNextImageProcessor \(LLaVA-NeXT anyres tiling\) is not implemented yet/.test(e.message),
+    (e: unknown) => e instanceof ImageProcessorConfigError && !(e instanceof NotImplementedYetError) && /pp\.json: image_processor_type: LlavaNextImageProcessor tiles each image \(anyres\)/.test(e.message) && /readAnyresProcessorConfig/.test(e.fix ?? ''),
   );
   assert.throws(() => parseImageProcessorConfig({ image_processor_type: 'CLIPImageProcessor', resample: 0 }, 'pp.json'), /pp\.json: resample: must be a PIL resampling filter code/);
   assert.throws(() => parseImageProcessorConfig({ image_processor_type: 'CLIPImageProcessor', image_mean: [0.5] }, 'pp.json'), /image_mean: must be a number or a list of 3 numbers/);

@@ -2,6 +2,7 @@ export * from './types.js';
 export * from './prepare.js';
 export * from './projector.js';
 export * from './llava.js';
+export * from './llava-next.js';
 export * from './phi3-v.js';
 export * from './text-only.js';
 export * from './load.js';

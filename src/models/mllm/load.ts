@@ -1,5 +1,5 @@
 /**
- * model_type -> multimodal assembly. LLaVA is built; the other backbones the product names register
+ * model_type -> multimodal assembly. LLaVA, LLaVA-NeXT and LLaVA-OneVision are built; the other backbones the product names register
  * here as they land (their entries below say what is missing so users get a clear message). A
  * checkpoint whose model_type is a text decoder loads as a text-only model.
  */
@@ -9,6 +9,7 @@ import { textDecoderEntry } from '../registry.js';
 import { ModelConfigError } from '../text/config.js';
 import { checkpointConfigFile } from '../weights.js';
 import { loadLlava, type LoadMultimodalOptions } from './llava.js';
+import { loadLlavaNext, loadLlavaOnevision } from './llava-next.js';
 import { loadPhi3V } from './phi3-v.js';
 import { loadTextOnly } from './text-only.js';
 import type { MultimodalModel } from './types.js';
@@ -24,8 +25,6 @@ const entries = new Map<string, MultimodalEntry>();
 
 /** Backbones the product covers whose assembly is not in this build yet, with what they need. */
 const PLANNED: Record<string, string> = {
-  llava_next: 'LLaVA-NeXT (anyres tiling with the newline/unpad layout)',
-  llava_onevision: 'LLaVA-OneVision (anyres_max tiling)',
   qwen2_vl: "Qwen2-VL (2D-RoPE vision tower and M-RoPE decoder)",
 };
 
@@ -50,7 +49,7 @@ export async function loadMultimodalModel(dir: string, options: LoadMultimodalOp
     throw new NotImplementedYetError(`${PLANNED[type]} is not in this build yet`, {
       file: configFile,
       field: 'model_type',
-      fix: `use a LLaVA-1.5-style checkpoint (model_type llava) or a text decoder for now`,
+      fix: `use a checkpoint of model_type ${registeredMultimodalTypes().join(', ')} or a text decoder for now`,
     });
   }
   throw new ModelConfigError(type === undefined ? 'is missing' : `${JSON.stringify(type)} is not a supported model`, {
@@ -61,4 +60,6 @@ export async function loadMultimodalModel(dir: string, options: LoadMultimodalOp
 }
 
 registerMultimodal({ modelType: 'llava', hfClass: 'LlavaForConditionalGeneration', load: loadLlava });
+registerMultimodal({ modelType: 'llava_next', hfClass: 'LlavaNextForConditionalGeneration', load: loadLlavaNext });
+registerMultimodal({ modelType: 'llava_onevision', hfClass: 'LlavaOnevisionForConditionalGeneration', load: loadLlavaOnevision });
 registerMultimodal({ modelType: 'phi3_v', hfClass: 'Phi3VForCausalLM', load: loadPhi3V });

@@ -230,8 +230,8 @@ test('planned and unknown model types are refused by name', async () => {
   const { dir, cleanup } = await tempDir();
   try {
     const cfg = JSON.parse(readFileSync(path.join(llavaDir('llava-tiny'), 'config.json'), 'utf8')) as Record<string, unknown>;
-    await fsp.writeFile(path.join(dir, 'config.json'), JSON.stringify({ ...cfg, model_type: 'llava_next' }));
-    await assert.rejects(loadMultimodalModel(dir), (e: Error) => e instanceof NotImplementedYetError && /LLaVA-NeXT/.test(e.message) && (e as UnimeError).field === 'model_type');
+    await fsp.writeFile(path.join(dir, 'config.json'), JSON.stringify({ ...cfg, model_type: 'qwen2_vl' }));
+    await assert.rejects(loadMultimodalModel(dir), (e: Error) => e instanceof NotImplementedYetError && /Qwen2-VL/.test(e.message) && (e as UnimeError).field === 'model_type');
     await fsp.writeFile(path.join(dir, 'config.json'), JSON.stringify({ ...cfg, model_type: 'blip_2' }));
     await assert.rejects(
       loadMultimodalModel(dir),
