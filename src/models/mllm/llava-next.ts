@@ -95,7 +95,10 @@ export class LlavaNextModel extends LlavaFamilyModel {
 
   /** Image tokens `<image>` expands to for an image of the given original size. */
   imageTokensFor(height: number, width: number): number {
-    return numberOfImageTokens(height, width, this.tokenConfig);
+    const n = numberOfImageTokens(height, width, this.tokenConfig);
+    // OneVision's processor takes the base from num_image_tokens, which counts a CLIP tower's class
+    // token (577 for 336/14) before 'default' subtracts it; numberOfImageTokens assumes SigLIP (none).
+    return this.anyres.variant === 'llava_onevision' && this.vision.config.classToken ? n + 1 : n;
   }
 
   prepare(text: string, image: RgbImage | null, options: PrepareOptions = {}): AnyresPreparedInput {

@@ -154,6 +154,38 @@ test('the tokens prepare() makes equal the packed feature length, for many image
   }
 });
 
+test('a OneVision checkpoint with a CLIP tower (class token dropped by "default") counts its tokens as it packs them', async () => {
+  const { dir, cleanup } = await tempDir();
+  try {
+    await copyFixture('llava-next-tiny', dir);
+    await editJson(path.join(dir, 'config.json'), (c) => {
+      c.model_type = 'llava_onevision';
+      c.architectures = ['LlavaOnevisionForConditionalGeneration'];
+      c.vision_aspect_ratio = 'anyres_max_1';
+    });
+    await editJson(path.join(dir, 'preprocessor_config.json'), (c) => {
+      c.image_processor_type = 'LlavaOnevisionImageProcessor';
+      c.size = { height: 16, width: 16 };
+      delete c.crop_size;
+    });
+    const model = await loadMultimodalModel(dir);
+    try {
+      assert.ok(model instanceof LlavaNextModel && model.modelType === 'llava_onevision' && model.vision.config.classToken);
+      for (const [h, w] of [[5, 7], [12, 40], [31, 13], [50, 47], [16, 48]] as const) {
+        const p = model.prepare('<image>', synthImage(h, w));
+        const feats: Tensor = model.imageTokenFeatures([p]);
+        assert.equal(feats.shape[0], p.ids.filter((x) => x === model.imageTokenId).length, `${h}x${w}`);
+        feats.dispose();
+        model.embed([p]).dispose();
+      }
+    } finally {
+      model.dispose();
+    }
+  } finally {
+    await cleanup();
+  }
+});
+
 test('LoRA on the decoder trains through anyres image inputs; with trainable weights, gradients reach the projector and image_newline', async (t) => {
   for (const name of Object.keys(ref.models)) {
     const model = await load(name);
