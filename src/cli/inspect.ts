@@ -7,6 +7,7 @@ import { readHfConfig, describeConfig } from '../io/hf-config.js';
 import { formatBytes } from '../util/format.js';
 import { UnimeError } from '../errors.js';
 import type { HfConfig } from '../io/hf-config.js';
+import type { LoadMemoryReport } from '../models/load-memory.js';
 import { buildClipVisionConfig, buildSiglipVisionConfig, featureSelectionFromConfig } from '../models/vision/config.js';
 
 export const command = 'inspect <checkpoint>';
@@ -17,7 +18,16 @@ export function builder(y: Argv) {
     .option('filter', { type: 'string', describe: 'only tensors whose name contains this text' })
     .option('limit', { type: 'number', describe: 'print at most this many tensor rows' })
     .option('tensors', { type: 'boolean', default: true, describe: 'print the tensor table (--no-tensors for the summary only)' })
-    .option('json', { type: 'boolean', default: false, describe: 'print everything as JSON' });
+    .option('json', { type: 'boolean', default: false, describe: 'print everything as JSON' })
+    .option('load', {
+      type: 'boolean',
+      default: false,
+      describe: 'also load the weights and report memory: size on disk, weights in memory, peak RSS growth during the load',
+    })
+    .option('load-mode', {
+      choices: ['model', 'tensors'] as const,
+      describe: "with --load: 'model' loads what unime embed loads (default with a config.json), 'tensors' every tensor as float32",
+    });
 }
 
 interface Args {
@@ -26,6 +36,8 @@ interface Args {
   limit?: number;
   tensors: boolean;
   json: boolean;
+  load: boolean;
+  loadMode?: 'model' | 'tensors';
 }
 
 /** Collapse a tensor name to its module group: everything up to the first numeric segment, e.g. `model.layers.*`. */
@@ -287,15 +299,34 @@ export function renderInspect(r: InspectReport, opts: { filter?: string; limit?:
   return out.join('\n') + '\n';
 }
 
+/** The --load section: memory of loading the checkpoint against its size on disk. */
+export function renderLoadMemory(r: LoadMemoryReport): string {
+  const x = (n: number) => `${(n / r.diskBytes).toFixed(2)}x disk`;
+  const lines = [
+    ['loaded', `${r.loaded} (${r.mode}) in ${r.seconds.toFixed(2)} s`],
+    ['on disk', `${formatBytes(r.diskBytes)} in ${plural(r.files.length, 'file')}`],
+    ['in memory', `${formatBytes(r.weightBytes)} of float32 weights (${x(r.weightBytes)})`],
+    ['peak growth', `${formatBytes(r.peakGrowthBytes)} resident (${x(r.peakGrowthBytes)}, ${(r.peakGrowthBytes / r.weightBytes).toFixed(2)}x the weights in memory); sampled ${formatBytes(r.sampledPeakGrowthBytes)}, high-water mark ${r.maxRssGrowthBytes === null ? 'not raised' : formatBytes(r.maxRssGrowthBytes)}`],
+    ['buffers', `${formatBytes(r.peakArrayBufferGrowthBytes)} peak ArrayBuffer growth (${x(r.peakArrayBufferGrowthBytes)})`],
+    ['rss', `${formatBytes(r.rssBeforeBytes)} before, ${formatBytes(r.rssAfterBytes)} after the load`],
+  ];
+  return ['', 'load memory', ...lines.map(([k, v]) => `  ${k!.padEnd(12)}${v}`)].join('\n') + '\n';
+}
+
 const handle = handler(async (args: Args) => {
   const report = await inspectCheckpoint(args.checkpoint);
+  // tfjs and the model code load only when asked to load
+  const loadMemory = args.load
+    ? await (await import('../models/load-memory.js')).measureLoadMemory(args.checkpoint, args.loadMode ? { mode: args.loadMode } : {})
+    : null;
   if (args.json) {
-    process.stdout.write(JSON.stringify(report, null, 2) + '\n');
+    process.stdout.write(JSON.stringify(loadMemory ? { ...report, loadMemory } : report, null, 2) + '\n');
     return;
   }
   const opts: { filter?: string; limit?: number; tensors: boolean } = { tensors: args.tensors };
   if (args.filter !== undefined) opts.filter = args.filter;
   if (args.limit !== undefined) opts.limit = args.limit;
   process.stdout.write(renderInspect(report, opts));
+  if (loadMemory) process.stdout.write(renderLoadMemory(loadMemory));
 });
 export { handle as handler };
