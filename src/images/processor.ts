@@ -5,8 +5,8 @@
  * transformers computes them (Pillow's resampling, float32 arithmetic).
  *
  * LLaVA-NeXT / LLaVA-OneVision processors tile an image (src/images/anyres.ts reads them); here they are
- * refused with a pointer there. Not yet: Phi-3.5-V HD crops (refused with a clear error), Qwen2-VL's
- * patch flattening.
+ * refused with a pointer there, and so is Phi-3.5-V's HD-crop processor (src/images/hd-transform.ts).
+ * Not yet: Qwen2-VL's patch flattening.
  */
 import { NotImplementedYetError, UnimeError } from '../errors.js';
 import { readCheckpointJson } from '../io/json.js';
@@ -47,7 +47,6 @@ const SUPPORTED = ['CLIPImageProcessor', 'SiglipImageProcessor'];
 /** Processors that make several tiles per image: src/images/anyres.ts reads them. */
 const ANYRES = ['LlavaNextImageProcessor', 'LlavaOnevisionImageProcessor'];
 const LATER: Record<string, string> = {
-  Phi3VImageProcessor: 'Phi-3.5-V HD crops',
   Qwen2VLImageProcessor: "Qwen2-VL's dynamic-resolution patches",
 };
 
@@ -76,6 +75,13 @@ export function parseImageProcessorConfig(raw: unknown, file = PREPROCESSOR_CONF
       file,
       field: 'image_processor_type',
       fix: 'load the LLaVA-NeXT / OneVision checkpoint with loadMultimodalModel (it reads this file with readAnyresProcessorConfig), or point at a CLIP / SigLIP checkpoint here',
+    });
+  }
+  if (type === 'Phi3VImageProcessor') {
+    throw new ImageProcessorConfigError(`${type} cuts each image into HD crops; this reader makes one ${SUPPORTED.join(' / ')} image per input`, {
+      file,
+      field: 'image_processor_type',
+      fix: 'load the Phi-3.5-V checkpoint with loadMultimodalModel (it reads this file with readHdProcessorConfig), or point at a CLIP / SigLIP checkpoint here',
     });
   }
   if (LATER[type]) {

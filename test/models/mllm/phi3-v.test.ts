@@ -13,6 +13,8 @@ import { decodeImage, type RgbImage } from '../../../src/images/decode.js';
 import { hdImageTokens, hdLayout } from '../../../src/images/hd-transform.js';
 import { loadMultimodalModel, loadPhi3V, Phi3VModel, type Phi3VPreparedInput } from '../../../src/models/mllm/index.js';
 import { ModelConfigError } from '../../../src/models/text/config.js';
+import { applyLora } from '../../../src/models/peft/index.js';
+import { readImageProcessorConfig } from '../../../src/images/processor.js';
 import { UnimeError } from '../../../src/errors.js';
 import { fixture, tempDir } from '../../helpers.js';
 import { maxAbsDiff } from '../fixtures.js';
@@ -200,4 +202,31 @@ test('a bad phi3_v config field is refused naming the file, the field and the fi
   } finally {
     await cleanup();
   }
+});
+
+test('LoRA on the Phi-3 decoder trains through image inputs; the vision side stays frozen', async () => {
+  const model = await loadPhi3V(modelDir);
+  try {
+    const adapter = applyLora(model.decoder, { r: 4, alpha: 8, targetModules: ['qkv_proj', 'gate_up_proj'] });
+    assert.equal(adapter.modulePrefix, 'model.');
+    for (const l of adapter.layers) l.loraB.assign(tf.randomNormal(l.loraB.shape, 0, 0.2, 'float32', 5));
+    assert.ok([...model.vision.weights.values(), ...model.embeddingWeights.values()].every((v) => !v.trainable), 'tower, separators and projection frozen');
+    const a = model.prepare('<|image_1|> a picture', await image('wide.png'));
+    const b = model.prepare('<|image_1|> a picture', await image('tall.png'));
+    const grad = (p: Phi3VPreparedInput) => {
+      const { value, grads } = tf.variableGrads(() => tf.sum(model.embed([p])) as tf.Scalar, [adapter.layers[0]!.loraA]);
+      const g = Object.values(grads)[0]!.dataSync().slice();
+      tf.dispose([value, ...Object.values(grads)]);
+      return g;
+    };
+    const ga = grad(a);
+    assert.ok(ga.some((x) => x !== 0) && ga.every(Number.isFinite), 'a finite, non-zero LoRA gradient');
+    assert.ok(maxAbsDiff(ga, grad(b)) > 1e-6, 'the LoRA gradient depends on the image');
+  } finally {
+    model.dispose();
+  }
+});
+
+test("the single-image processor reader points Phi3VImageProcessor at the Phi-3.5-V loader", async () => {
+  await assert.rejects(readImageProcessorConfig(modelDir), (e: Error) => e instanceof UnimeError && (e as UnimeError).field === 'image_processor_type' && /HD crops/.test(e.message) && /readHdProcessorConfig/.test((e as UnimeError).fix ?? ''));
 });
