@@ -8,7 +8,7 @@ import { formatBytes } from '../util/format.js';
 import { UnimeError } from '../errors.js';
 import type { HfConfig } from '../io/hf-config.js';
 import type { LoadMemoryReport } from '../models/load-memory.js';
-import { buildClipVisionConfig, buildSiglipVisionConfig, featureSelectionFromConfig } from '../models/vision/config.js';
+import { buildClipVisionConfig, buildSiglipVisionConfig, CLIP_VIT_L14_336, featureSelectionFromConfig } from '../models/vision/config.js';
 
 export const command = 'inspect <checkpoint>';
 export const describe = 'Show a checkpoint: architecture, dtypes, parameters, tensors';
@@ -122,6 +122,8 @@ export interface AssemblyReport {
   imageToken: string | null;
   /** LLaVA-NeXT / OneVision: the tiling the image token count depends on. */
   anyres?: { pinpoints: number; largest: [number, number] | null; maxNumPatches: number | null; imageNewline: string | null };
+  /** Phi-3.5-V: the HD crops the image token count depends on. */
+  hd?: { numCrops: number | null; mergedSide: number };
   /** Why part of the description is missing (a config field the loader would also refuse). */
   problem?: string;
 }
@@ -151,6 +153,7 @@ function imageTokenText(dir: string, id: number): string | null {
 /** Tower, feature selection, projector, decoder and image tokens of a LLaVA-family checkpoint, from its config and tensor names. */
 export function describeAssembly(cfg: HfConfig, tensors: readonly { name: string; numel: number }[], dir: string, configFile: string): AssemblyReport | null {
   const type = cfg.model_type ?? undefined;
+  if (type === 'phi3_v') return describePhi3V(cfg, tensors, dir, configFile);
   if (type === undefined || !(type in LLAVA_FAMILY)) return null;
   const vcfg = (cfg.vision_config ?? {}) as HfConfig;
   const vtype = vcfg.model_type ?? LLAVA_FAMILY[type]!;
@@ -226,9 +229,71 @@ export function describeAssembly(cfg: HfConfig, tensors: readonly { name: string
   return report;
 }
 
+/**
+ * Phi-3.5-V (remote code): the CLIP tower (vision_config when given, else CLIP ViT-L/14-336), the 2x2
+ * merge with the sub_GN / glb_GN separators, img_projection, and the Phi-3 decoder at the top level.
+ */
+function describePhi3V(cfg: HfConfig, tensors: readonly { name: string; numel: number }[], dir: string, configFile: string): AssemblyReport {
+  const paramsUnder = (prefix: string) => tensors.reduce((n, t) => n + (t.name.startsWith(prefix) ? t.numel : 0), 0);
+  const num = (v: unknown) => (typeof v === 'number' ? v : null);
+  const img = (cfg.img_processor ?? {}) as Record<string, unknown>;
+  let problem: string | undefined;
+  let vision;
+  try {
+    vision = buildClipVisionConfig((cfg.vision_config ?? CLIP_VIT_L14_336) as HfConfig, { file: configFile, fieldPrefix: cfg.vision_config ? 'vision_config.' : 'img_processor.' });
+  } catch (e) {
+    problem = (e as Error).message;
+  }
+  let numCrops: number | null = null;
+  try {
+    numCrops = num((JSON.parse(readFileSync(path.join(dir, 'preprocessor_config.json'), 'utf8')) as { num_crops?: unknown }).num_crops ?? 1);
+  } catch {
+    // no preprocessor_config.json beside the weights
+  }
+  const embed = 'model.vision_embed_tokens.';
+  const hidden = num(cfg.hidden_size);
+  const report: AssemblyReport = {
+    modelType: 'phi3_v',
+    tower: {
+      modelType: vision?.modelType ?? 'clip_vision_model',
+      imageSize: vision?.imageSize ?? 0,
+      patchSize: vision?.patchSize ?? 0,
+      gridSize: vision?.gridSize ?? 0,
+      hiddenSize: vision?.hiddenSize ?? 0,
+      numLayers: vision?.numLayers ?? 0,
+      prefix: tensors.some((t) => t.name.startsWith(`${embed}img_processor.`)) ? `${embed}img_processor.vision_model.` : null,
+      params: paramsUnder(`${embed}img_processor.`),
+    },
+    features: { layer: typeof img.layer_idx === 'number' ? img.layer_idx : -2, strategy: 'default' },
+    projector: {
+      activation: 'gelu',
+      inDim: 4 * (vision?.hiddenSize ?? 0),
+      outDim: hidden ?? 0,
+      prefix: tensors.some((t) => t.name.startsWith(`${embed}img_projection.`)) ? `${embed}img_projection.` : null,
+      params: paramsUnder(`${embed}img_projection.`),
+    },
+    decoder: {
+      modelType: 'phi3',
+      hiddenSize: hidden,
+      numLayers: num(cfg.num_hidden_layers),
+      vocabSize: num(cfg.vocab_size),
+      prefix: tensors.some((t) => t.name.startsWith('model.layers.')) ? 'model.' : null,
+      params: paramsUnder('model.') - paramsUnder(embed),
+      lmHeadParams: paramsUnder('lm_head.'),
+    },
+    imageTokens: null,
+    imageTokenId: null,
+    imageToken: null,
+    hd: { numCrops, mergedSide: (vision?.gridSize ?? 0) / 2 },
+  };
+  if (problem !== undefined) report.problem = problem;
+  return report;
+}
+
 function renderAssembly(a: AssemblyReport, kv: (k: string, v: string) => void): void {
-  const name = a.modelType === 'llava' ? 'LLaVA' : a.modelType === 'llava_next' ? 'LLaVA-NeXT' : 'LLaVA-OneVision';
-  kv('assembly', `${name}: vision tower -> multi_modal_projector -> ${a.decoder.modelType ?? '?'} decoder`);
+  const name = a.modelType === 'llava' ? 'LLaVA' : a.modelType === 'llava_next' ? 'LLaVA-NeXT' : a.modelType === 'phi3_v' ? 'Phi-3.5-V' : 'LLaVA-OneVision';
+  const middle = a.hd ? '2x2 merge with sub_GN / glb_GN separators -> img_projection' : 'multi_modal_projector';
+  kv('assembly', `${name}: vision tower -> ${middle} -> ${a.decoder.modelType ?? '?'} decoder`);
   const at = (p: string | null) => (p === null ? 'no tensors found' : `under ${p}`);
   const t = a.tower;
   kv('  tower', `${t.modelType}, ${t.imageSize}x${t.imageSize} images, patch ${t.patchSize} (${t.gridSize}x${t.gridSize} grid), hidden ${t.hiddenSize}, ${t.numLayers} layers; ${formatCount(t.params)} params ${at(t.prefix)}`);
@@ -239,7 +304,14 @@ function renderAssembly(a: AssemblyReport, kv: (k: string, v: string) => void): 
   const d = a.decoder;
   kv('  decoder', `${d.modelType ?? '?'}, hidden ${d.hiddenSize ?? '?'}, ${d.numLayers ?? '?'} layers, vocab ${d.vocabSize ?? '?'}; ${formatCount(d.params)} params ${at(d.prefix)}${d.lmHeadParams ? ` + lm_head ${formatCount(d.lmHeadParams)}` : ''}`);
   const token = a.imageTokenId === null ? '' : ` (${a.imageToken ?? 'token'} id ${a.imageTokenId})`;
-  kv('  image', a.imageTokens === null ? `tokens per image depend on the image size (anyres tiling)${token}` : `${a.imageTokens} tokens per image${token}`);
+  if (a.hd) {
+    const m = a.hd.mergedSide;
+    const n = a.hd.numCrops;
+    const most = n === null ? '' : `; num_crops ${n}: at most ${(n + 1) * m * m + 1 + (n + 1) * m} tokens`;
+    kv('  image', `tokens per image depend on the image size (HD crops rows x cols: (rows*cols + 1)*${m * m} + 1 + (rows + 1)*${m})${most}`);
+  } else {
+    kv('  image', a.imageTokens === null ? `tokens per image depend on the image size (anyres tiling)${token}` : `${a.imageTokens} tokens per image${token}`);
+  }
   if (a.anyres) {
     const r = a.anyres;
     const grid = r.pinpoints === 0 ? 'no grid pinpoints in config.json (transformers\' defaults)' : `${r.pinpoints} grid pinpoints up to ${r.largest![0]}x${r.largest![1]}`;

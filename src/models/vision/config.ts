@@ -127,3 +127,20 @@ export function featureSelectionFromConfig(top: HfConfig, file = 'config.json'):
   }
   return { layer: layer as number | number[], strategy };
 }
+
+/**
+ * Phi-3.5-V's config has no vision_config: its modeling code builds this CLIP ViT-L/14-336 (the config of
+ * openai/clip-vit-large-patch14-336) whenever img_processor.name is 'clip_vision_model'.
+ */
+export const CLIP_VIT_L14_336: HfConfig = {
+  model_type: 'clip_vision_model',
+  hidden_size: 1024,
+  intermediate_size: 4096,
+  num_hidden_layers: 24,
+  num_attention_heads: 16,
+  image_size: 336,
+  patch_size: 14,
+  hidden_act: 'quick_gelu',
+  layer_norm_eps: 1e-5,
+  projection_dim: 768,
+};

@@ -9,8 +9,10 @@ import { tf } from '../../runtime/tf.js';
 import { registeredVisionTowerTypes, visionTowerEntry, type VisionTowerEntry } from '../registry.js';
 import { ModelConfigError } from '../text/config.js';
 import { checkpointConfigFile, checkWeights, readWeightVariables, WeightMismatchError } from '../weights.js';
-import type { VisionConfig } from './config.js';
+import { CLIP_VIT_L14_336, type VisionConfig } from './config.js';
 import { expectedVisionWeights, VisionTransformer } from './tower.js';
+
+export { CLIP_VIT_L14_336 } from './config.js';
 
 export interface LoadVisionTowerOptions {
   /**
@@ -52,23 +54,6 @@ export const VISION_PREFIXES = [
   'model.vision_tower.',
   '',
 ];
-
-/**
- * Phi-3.5-V's config has no vision_config: its modeling code builds this CLIP ViT-L/14-336 (the config of
- * openai/clip-vit-large-patch14-336) whenever img_processor.name is 'clip_vision_model'.
- */
-export const CLIP_VIT_L14_336: HfConfig = {
-  model_type: 'clip_vision_model',
-  hidden_size: 1024,
-  intermediate_size: 4096,
-  num_hidden_layers: 24,
-  num_attention_heads: 16,
-  image_size: 336,
-  patch_size: 14,
-  hidden_act: 'quick_gelu',
-  layer_norm_eps: 1e-5,
-  projection_dim: 768,
-};
 
 /** Buffers some checkpoints carry that no model reads. */
 const IGNORED = /(^|\.)embeddings\.position_ids$/;

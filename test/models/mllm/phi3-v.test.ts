@@ -18,6 +18,7 @@ import { readImageProcessorConfig } from '../../../src/images/processor.js';
 import { UnimeError } from '../../../src/errors.js';
 import { fixture, tempDir } from '../../helpers.js';
 import { maxAbsDiff } from '../fixtures.js';
+import { runCli } from '../../cli/run-cli.js';
 
 interface Phi3VReference {
   torch_version: string;
@@ -229,4 +230,14 @@ test('LoRA on the Phi-3 decoder trains through image inputs; the vision side sta
 
 test("the single-image processor reader points Phi3VImageProcessor at the Phi-3.5-V loader", async () => {
   await assert.rejects(readImageProcessorConfig(modelDir), (e: Error) => e instanceof UnimeError && (e as UnimeError).field === 'image_processor_type' && /HD crops/.test(e.message) && /readHdProcessorConfig/.test((e as UnimeError).fix ?? ''));
+});
+
+test('unime inspect shows a phi3_v checkpoint as its assembly', async () => {
+  const r = await runCli(['inspect', modelDir, '--no-tensors']);
+  assert.equal(r.code, 0, r.stderr);
+  assert.match(r.stdout, /assembly\s+Phi-3\.5-V: vision tower -> 2x2 merge with sub_GN \/ glb_GN separators -> img_projection -> phi3 decoder/);
+  assert.match(r.stdout, /tower\s+clip_vision_model, 16x16 images, patch 4 \(4x4 grid\), hidden 16, 2 layers; 5\.0K params under model\.vision_embed_tokens\.img_processor\.vision_model\./);
+  assert.match(r.stdout, /projector\s+64 -> 24 -> 24 \(gelu\); 2\.2K params under model\.vision_embed_tokens\.img_projection\./);
+  assert.match(r.stdout, /decoder\s+phi3, hidden 24, 2 layers, vocab 425; 21\.8K params under model\. \+ lm_head 10\.2K/);
+  assert.match(r.stdout, /image\s+tokens per image depend on the image size \(HD crops .*\); num_crops 4: at most 31 tokens/);
 });
