@@ -157,17 +157,19 @@ test('prepare() token count equals the packed image-feature length, for many asp
   }
 });
 
-test('truncation keeps the image tokens; markers and images must match', async () => {
+test('max_length cuts text-only inputs; inputs with an image are not cut (as Phi3VProcessor); markers and images must match', async () => {
   const model = await loadPhi3V(modelDir);
   const img = (await image('wide.png'))!;
   try {
-    const full = model.prepare('<|image_1|> a long caption that goes on and on about the picture', img);
+    const long = 'a long caption that goes on and on about the picture';
+    const full = model.prepare(`<|image_1|> ${long}`, img);
     const n = full.ids.filter((x) => x < 0).length;
-    const cut = model.prepare('<|image_1|> a long caption that goes on and on about the picture', img, { maxLength: n + 4 });
-    assert.equal(cut.truncated, true);
-    assert.equal(cut.ids.length, n + 4);
-    assert.equal(cut.ids.filter((x) => x < 0).length, n);
-    assert.throws(() => model.prepare('<|image_1|> caption', img, { maxLength: 5 }), (e: Error) => e instanceof UnimeError && /max_length 5 is too short/.test(e.message));
+    const withImage = model.prepare(`<|image_1|> ${long}`, img, { maxLength: n - 5 });
+    assert.deepEqual(withImage.ids, full.ids);
+    assert.equal(withImage.truncated, false);
+    const text = model.prepare(long, null, { maxLength: 6 });
+    assert.equal(text.truncated, true);
+    assert.deepEqual(text.ids, model.prepare(long, null).ids.slice(0, 6));
     assert.throws(() => model.prepare('<|image_1|> caption', null), /image marker but no image/);
     assert.throws(() => model.prepare('<|image_1|> and <image>', img), /2 image markers/);
     const firstImage = full.ids.indexOf(-1);
