@@ -12,14 +12,13 @@ import { preprocessImage, readImageProcessorConfig, type ImageProcessorConfig } 
 import { tf, type Tensor } from '../../runtime/tf.js';
 import type { Tokenizer } from '../../tokenizers/types.js';
 import { loadTokenizer } from '../../tokenizers/load.js';
-import { poolEmbeddings } from '../pooling.js';
 import { loadTextDecoder, type LoadedTextDecoder } from '../text/load.js';
 import { ModelConfigError } from '../text/config.js';
 import { featureSelectionFromConfig, HF_ACTIVATIONS, type FeatureSelection } from '../vision/config.js';
 import { loadVisionTower, type LoadedVisionTower } from '../vision/load.js';
 import { checkpointConfigFile, checkWeights, readWeightVariables, WeightMismatchError } from '../weights.js';
 import { expectedProjectorWeights, MultiModalProjector } from './projector.js';
-import { checkVocabulary, padInputs, tokenizeWithImage } from './prepare.js';
+import { checkVocabulary, forwardWithImageFeatures, padInputs, tokenizeWithImage } from './prepare.js';
 import type { EmbedForwardOptions, MultimodalModel, PreparedInput, PrepareOptions } from './types.js';
 
 /** Where the projector's tensors are in the two checkpoint layouts transformers has used. */
@@ -119,7 +118,6 @@ export abstract class LlavaFamilyModel implements MultimodalModel {
     );
     const { batchSize: b, seqLen: seq } = enc;
     const ids = enc.inputIds;
-    const H = this.dim;
     // Image positions in flat [b * seq] order: row by row, so the k-th image's tokens are the k-th block.
     // They read id 0 from the embedding table; the image features replace those rows below.
     const imagePositions: number[] = [];
@@ -141,19 +139,7 @@ export abstract class LlavaFamilyModel implements MultimodalModel {
     }
     checkVocabulary(ids, this.decoder.config.vocabSize, this.dir);
     const images = batch.filter((x) => x.pixels !== null);
-    return tf.tidy(() => {
-      let emb = this.decoder.embed(tf.tensor2d(ids, [b, seq], 'int32'));
-      if (images.length > 0) {
-        const feats = this.imageTokenFeatures(images);
-        const index = new Int32Array(b * seq);
-        for (let p = 0; p < index.length; p++) index[p] = p;
-        imagePositions.forEach((p, k) => (index[p] = b * seq + k));
-        emb = tf.reshape(tf.gather(tf.concat([tf.reshape(emb, [b * seq, H]), feats], 0), tf.tensor1d(index, 'int32')), [b, seq, H]);
-      }
-      const mask = tf.tensor2d(enc.attentionMask, [b, seq], 'int32');
-      const { lastHiddenState } = this.decoder.forward({ inputsEmbeds: emb, attentionMask: mask });
-      return poolEmbeddings(lastHiddenState, mask, options.pooling ?? 'last', options.normalize !== false);
-    });
+    return forwardWithImageFeatures(this.decoder, enc, imagePositions, images.length > 0 ? () => this.imageTokenFeatures(images) : null, options);
   }
 
   dispose(): void {

@@ -25,7 +25,6 @@ import { truncateIds } from '../../tokenizers/batch.js';
 import { loadTokenizer } from '../../tokenizers/load.js';
 import { countImageMarkers, replaceImageMarkers } from '../../tokenizers/templates.js';
 import type { Tokenizer } from '../../tokenizers/types.js';
-import { poolEmbeddings } from '../pooling.js';
 import { ModelConfigError } from '../text/config.js';
 import { loadTextDecoder, type LoadedTextDecoder } from '../text/load.js';
 import { expectedDecoderWeights, Linear } from '../text/modules.js';
@@ -33,7 +32,7 @@ import { weightGetter } from '../vision/tower.js';
 import { loadVisionTower, type LoadedVisionTower } from '../vision/load.js';
 import { checkpointConfigFile, checkWeights, readWeightVariables, WeightMismatchError } from '../weights.js';
 import type { LoadMultimodalOptions } from './llava.js';
-import { checkVocabulary, padInputs } from './prepare.js';
+import { checkVocabulary, forwardWithImageFeatures, padInputs } from './prepare.js';
 import type { EmbedForwardOptions, MultimodalModel, PreparedInput, PrepareOptions } from './types.js';
 
 /** Where the image embedding module's tensors are. */
@@ -280,7 +279,6 @@ export class Phi3VModel implements MultimodalModel {
     );
     const { batchSize: b, seqLen: seq } = enc;
     const ids = enc.inputIds;
-    const H = this.dim;
     // Negative ids are image positions (Phi3VProcessor's -k); they read row 0 and are replaced below,
     // in flat order, by the packed features of the batch's images in order.
     const imagePositions: number[] = [];
@@ -298,19 +296,7 @@ export class Phi3VModel implements MultimodalModel {
         fix: 'prepare inputs with this model (prepare()) so placeholders match images',
       });
     }
-    return tf.tidy(() => {
-      let emb = this.decoder.embed(tf.tensor2d(ids, [b, seq], 'int32'));
-      if (images.length > 0) {
-        const feats = this.imageFeatures(images);
-        const index = new Int32Array(b * seq);
-        for (let p = 0; p < index.length; p++) index[p] = p;
-        imagePositions.forEach((p, k) => (index[p] = b * seq + k));
-        emb = tf.reshape(tf.gather(tf.concat([tf.reshape(emb, [b * seq, H]), feats], 0), tf.tensor1d(index, 'int32')), [b, seq, H]);
-      }
-      const mask = tf.tensor2d(enc.attentionMask, [b, seq], 'int32');
-      const { lastHiddenState } = this.decoder.forward({ inputsEmbeds: emb, attentionMask: mask });
-      return poolEmbeddings(lastHiddenState, mask, options.pooling ?? 'last', options.normalize !== false);
-    });
+    return forwardWithImageFeatures(this.decoder, enc, imagePositions, images.length > 0 ? () => this.imageFeatures(images) : null, options);
   }
 
   dispose(): void {

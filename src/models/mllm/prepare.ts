@@ -7,6 +7,10 @@ import { UnimeError } from '../../errors.js';
 import { defaultPadId, padBatch, truncateIds, type BatchEncoding } from '../../tokenizers/batch.js';
 import { countImageMarkers, expandImageTokens, replaceImageMarkers } from '../../tokenizers/templates.js';
 import type { Tokenizer } from '../../tokenizers/types.js';
+import { tf, type Tensor } from '../../runtime/tf.js';
+import { poolEmbeddings } from '../pooling.js';
+import type { LoadedTextDecoder } from '../text/load.js';
+import type { EmbedForwardOptions } from './types.js';
 
 export interface TokenizedInput {
   ids: number[];
@@ -83,4 +87,35 @@ export function checkVocabulary(ids: ArrayLike<number>, vocab: number, dir: stri
       throw new UnimeError(`token id ${id} is outside the decoder's vocabulary (${vocab} entries)`, { file: dir, fix: 'use the tokenizer that belongs to this checkpoint' });
     }
   }
+}
+
+/**
+ * The forward every assembly shares once it knows where its image features go: token embeddings of
+ * `enc` (whose image positions, flat [b * seq] indices in image order, already read id 0), the
+ * image features [imagePositions.length, hidden] scattered into those rows (transformers'
+ * masked_scatter), the decoder under the attention mask, then pooling. Differentiable; `features`
+ * runs inside the same tidy and only when the batch has images.
+ */
+export function forwardWithImageFeatures(
+  decoder: LoadedTextDecoder,
+  enc: BatchEncoding,
+  imagePositions: readonly number[],
+  features: (() => Tensor) | null,
+  options: EmbedForwardOptions = {},
+): Tensor {
+  const { batchSize: b, seqLen: seq } = enc;
+  const H = decoder.config.hiddenSize;
+  return tf.tidy(() => {
+    let emb = decoder.embed(tf.tensor2d(enc.inputIds, [b, seq], 'int32'));
+    if (features !== null && imagePositions.length > 0) {
+      const feats = features();
+      const index = new Int32Array(b * seq);
+      for (let p = 0; p < index.length; p++) index[p] = p;
+      imagePositions.forEach((p, k) => (index[p] = b * seq + k));
+      emb = tf.reshape(tf.gather(tf.concat([tf.reshape(emb, [b * seq, H]), feats], 0), tf.tensor1d(index, 'int32')), [b, seq, H]);
+    }
+    const mask = tf.tensor2d(enc.attentionMask, [b, seq], 'int32');
+    const { lastHiddenState } = decoder.forward({ inputsEmbeds: emb, attentionMask: mask });
+    return poolEmbeddings(lastHiddenState, mask, options.pooling ?? 'last', options.normalize !== false);
+  });
 }
