@@ -200,6 +200,13 @@ export const unimeHardnegSchema = stageSchema('unime-hardneg', {
        * have them). Not part of UniME's published recipe: off by default.
        */
       dataset_negatives: z.boolean().default(false),
+      /**
+       * mode hardneg: the first N steps use every in-batch candidate (VLM2Vec's InfoNCE) before the
+       * top-k hard negatives take over. Not part of UniME (0 = off): a weak start whose positives rank
+       * below their hardest negatives can lower the hard-negative loss fastest by making every
+       * embedding the same (loss ln(k + 1)), the collapse FaceNet reports for hardest-negative mining.
+       */
+      inbatch_warmup_steps: z.number().int().nonnegative().default(0),
     })
     .prefault({}),
   /** Rank 16 is published; alpha 64 and dropout 0.1 are VLM2Vec's. */

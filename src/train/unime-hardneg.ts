@@ -197,7 +197,10 @@ export async function runUnimeHardneg(ctx: StageContext<UnimeHardnegStage>): Pro
     const params = adapter.variables;
     ctx.log.info(
       `unime-hardneg: ${pairs.length} pairs from ${names.length} subset(s), ${adapter.layers.length} LoRA layers (${adapter.numParameters} parameters), batch ${t.batch_size}, ` +
-        (s.loss.mode === 'hardneg' ? `k ${s.loss.hard_negatives}, beta ${s.loss.false_negative_beta}, tau ${s.loss.temperature}` : `in-batch InfoNCE, tau ${s.loss.temperature}`),
+        (s.loss.mode === 'hardneg'
+          ? `k ${s.loss.hard_negatives}, beta ${s.loss.false_negative_beta}, tau ${s.loss.temperature}` +
+            (s.loss.inbatch_warmup_steps > 0 ? `, in-batch InfoNCE for the first ${s.loss.inbatch_warmup_steps} steps` : '')
+          : `in-batch InfoNCE, tau ${s.loss.temperature}`),
     );
 
     // A collapsed model (every embedding the same direction) has loss ln(k + 1) and no gradient left:
@@ -207,7 +210,7 @@ export async function runUnimeHardneg(ctx: StageContext<UnimeHardnegStage>): Pro
       if (collapse.update(stats)) {
         ctx.log.warn(
           `unime-hardneg: the embeddings have collapsed (positive and hard-negative cosines above ${COLLAPSED_COSINE} for ${COLLAPSE_PATIENCE} steps; the loss sits at ln(k + 1)); ` +
-            'a lower train.lr, a higher loss.temperature, more hard negatives or a stronger stage-1 start usually help',
+            'a lower train.lr, a higher loss.temperature, more hard negatives, loss.inbatch_warmup_steps or a stronger start usually help',
         );
       }
     };
@@ -223,7 +226,7 @@ export async function runUnimeHardneg(ctx: StageContext<UnimeHardnegStage>): Pro
       resume: !ctx.fresh,
       overwrite: ctx.fresh,
       label: 'unime-hardneg',
-      step: async (batch) => {
+      step: async (batch, stepCtx) => {
         replay.clear();
         const queries: PreparedInput[] = [];
         const targets: PreparedInput[] = [];
@@ -240,7 +243,7 @@ export async function runUnimeHardneg(ctx: StageContext<UnimeHardnegStage>): Pro
           batch: { query: queries, target: targets },
           chunkSize: t.gradcache_chunk_size ?? Math.max(queries.length, targets.length),
           loss: (q, c) => {
-            if (s.loss.mode === 'hardneg') {
+            if (s.loss.mode === 'hardneg' && stepCtx.step > s.loss.inbatch_warmup_steps) {
               const r = hardNegativeInfoNce(q, c, {
                 temperature: s.loss.temperature,
                 beta: s.loss.false_negative_beta,

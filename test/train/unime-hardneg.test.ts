@@ -134,6 +134,29 @@ test('unime-hardneg in-batch mode with the rows\' own negatives among the candid
   assert.ok((r.losses as number[]).every(Number.isFinite));
 });
 
+test('unime-hardneg loss.inbatch_warmup_steps: in-batch InfoNCE for the first steps, then the hard negatives', async () => {
+  const out = path.join(dir, 'run-warmup');
+  const text = recipe(
+    out,
+    `    loss: {mode: hardneg, temperature: 0.05, hard_negatives: 3, inbatch_warmup_steps: 2}
+    lora: {rank: 2, alpha: 4, dropout: 0.0}
+    train: {lr: 1.0e-3, max_steps: 4, batch_size: 8, gradcache_chunk_size: 4, warmup_ratio: 0, log_every: 1}
+`,
+  );
+  const run = await runRecipe(parseRecipe(text, { file: 'warmup.yaml', env: {} }), { log: quiet(), hub: { offline: true } });
+  assert.equal((run.stages[2] as { result?: { steps: number } }).result!.steps, 4);
+  const metrics = (await fsp.readFile(path.join(out, 'hardneg', 'metrics.jsonl'), 'utf8')).trim().split('\n').map((l) => JSON.parse(l) as Record<string, number>);
+  // The hard-negative statistics exist only once the hard-negative loss runs (steps 3 and 4).
+  assert.deepEqual(
+    metrics.map((m) => m.step),
+    [1, 2, 3, 4],
+  );
+  assert.deepEqual(
+    metrics.map((m) => 'false_negative_rate' in m),
+    [false, false, true, true],
+  );
+});
+
 test('unime-hardneg refuses an image size the tower does not take, naming the field', async () => {
   const out = path.join(dir, 'run-size');
   const text = recipe(out, `    image_size: 336\n    train: {max_steps: 1, batch_size: 4, gradcache_chunk_size: 4}\n    loss: {hard_negatives: 2}\n`);
