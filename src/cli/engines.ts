@@ -11,4 +11,5 @@ export async function loadEngines(): Promise<void> {
   await import('../train/caption-contrastive.js');
   await import('../train/unime-hardneg.js');
   await import('../train/clip-train.js');
+  await import('../train/mllm-align.js');
 }

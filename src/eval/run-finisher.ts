@@ -7,7 +7,7 @@ import * as path from 'node:path';
 import { registerRunFinisher, type RunFinishContext } from '../recipes/registry.js';
 import { writeRunReport, type StageDir } from './run-report.js';
 
-const TRAINING_KINDS = new Set(['caption-contrastive', 'unime-distill', 'unime-hardneg', 'clip-train']);
+const TRAINING_KINDS = new Set(['caption-contrastive', 'unime-distill', 'unime-hardneg', 'clip-train', 'mllm-align']);
 
 export async function finishRunReport(ctx: RunFinishContext): Promise<void> {
   const evals: StageDir[] = [];

@@ -256,29 +256,67 @@ export async function exportMergedCheckpoint(baseRef: string, outDir: string, op
     throw new UnimeError('is a file; export needs the checkpoint directory (config.json, tokenizer and weights)', { file: baseDir, fix: 'pass the directory that holds it' });
   }
   await checkOutDir(out, [...chain, baseDir], options.force ?? false);
-  const dtype = options.dtype === undefined ? undefined : EXPORT_DTYPES[options.dtype];
 
+  let merged: Map<string, Float32Array> = new Map();
+  const written = await writeCheckpointReplacing(baseDir, out, {
+    dtype: options.dtype,
+    replacements: async (ckpt) => {
+      merged = await mergedWeights(baseDir, ckpt, chain);
+      log.info(`merged ${chain.length} adapter(s) into ${merged.size} weight(s)`);
+      return merged;
+    },
+    finish: async (tmp) => {
+      const adapters = [];
+      for (const dir of chain) adapters.push(await adapterRecord(dir));
+      await writeJsonAtomic(path.join(tmp, EXPORT_RECORD), {
+        format_version: 1,
+        unime_version: unimeVersion(),
+        created: new Date().toISOString(),
+        base: { ref: baseRef, path: baseDir },
+        adapters,
+        dtype: options.dtype ?? null,
+        merged_tensors: [...merged.keys()],
+      });
+    },
+  });
+  return { outDir: out, baseDir, adapters: chain, merged: [...merged.keys()], ...written };
+}
+
+export interface WriteReplacingOptions {
+  /** The tensors to write in place of the source's (float32 data by tensor name), given the opened source. */
+  replacements: (ckpt: Checkpoint) => Promise<ReadonlyMap<string, Float32Array>>;
+  /** Convert every floating-point tensor to this dtype (default: keep each tensor's own). */
+  dtype?: ExportDtype;
+  /** Called with the temporary directory before it is moved into place (records, extra files). */
+  finish?: (tmp: string) => Promise<void>;
+}
+
+/**
+ * Write the checkpoint in `baseDir` to `outDir` with some tensors replaced: same keys, shards and
+ * non-weight files (config, tokenizer, processor), the rest streamed byte for byte. Built in a
+ * temporary sibling directory and renamed into place, replacing what was there, so a reader never
+ * sees half a checkpoint.
+ */
+export async function writeCheckpointReplacing(
+  baseDir: string,
+  outDir: string,
+  options: WriteReplacingOptions,
+): Promise<{ tensors: number; weightFiles: string[]; copied: string[]; totalSize: number }> {
+  const out = path.resolve(outDir);
   const ckpt = await openCheckpoint(baseDir);
   const tmp = path.join(path.dirname(out), `.${path.basename(out)}.tmp-${process.pid}-${randomBytes(4).toString('hex')}`);
   try {
-    const merged = await mergedWeights(baseDir, ckpt, chain);
-    log.info(`merged ${chain.length} adapter(s) into ${merged.size} weight(s)`);
+    const replaced = await options.replacements(ckpt);
+    for (const name of replaced.keys()) {
+      if (!ckpt.has(name)) throw new UnimeError(`cannot replace tensor ${name}: the checkpoint has no such tensor`, { file: baseDir });
+    }
     await fsp.mkdir(tmp, { recursive: true });
-    const { files, totalSize } = await writeWeights(tmp, baseDir, ckpt, merged, dtype);
+    const dtype = options.dtype === undefined ? undefined : EXPORT_DTYPES[options.dtype];
+    const { files, totalSize } = await writeWeights(tmp, baseDir, ckpt, replaced, dtype);
     const copied = await copyOtherFiles(baseDir, tmp, options.dtype);
-    const adapters = [];
-    for (const dir of chain) adapters.push(await adapterRecord(dir));
-    await writeJsonAtomic(path.join(tmp, EXPORT_RECORD), {
-      format_version: 1,
-      unime_version: unimeVersion(),
-      created: new Date().toISOString(),
-      base: { ref: baseRef, path: baseDir },
-      adapters,
-      dtype: options.dtype ?? null,
-      merged_tensors: [...merged.keys()],
-    });
+    await options.finish?.(tmp);
     await publish(tmp, out);
-    return { outDir: out, baseDir, adapters: chain, merged: [...merged.keys()], tensors: ckpt.names.length, weightFiles: files, copied, totalSize };
+    return { tensors: ckpt.names.length, weightFiles: files, copied, totalSize };
   } catch (e) {
     await fsp.rm(tmp, { recursive: true, force: true }).catch(() => {});
     throw e;

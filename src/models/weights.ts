@@ -8,6 +8,7 @@ import * as path from 'node:path';
 import { UnimeError } from '../errors.js';
 import type { Checkpoint } from '../io/checkpoint.js';
 import { tf } from '../runtime/tf.js';
+import { namedVariable } from './clip/variables.js';
 
 export class WeightMismatchError extends UnimeError {}
 
@@ -100,7 +101,9 @@ export async function readWeightVariables(
       const data = await ckpt.readFloat32(prefix + name);
       // The variable takes over the tensor's buffer; disposing the tensor drops only its reference.
       const t = tf.tensor(data, shape, 'float32');
-      weights.set(name, tf.variable(t, trainable));
+      // Named by its checkpoint key, so training checkpoints find it again in any process and a
+      // stage that rewrites the checkpoint knows which tensor each variable is (namedVariable).
+      weights.set(name, namedVariable(t, trainable, prefix + name));
       t.dispose();
     }
     return weights;

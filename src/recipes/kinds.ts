@@ -424,6 +424,54 @@ const proclipSchema = stageSchema('clip-train', {
 
 export const clipTrainSchema = z.discriminatedUnion('method', [llm2clipSchema, liftSchema, proclipSchema]);
 
+// mllm-align: make a base MLLM's parts work together before UniME (the alignment pretraining a
+// released MLLM has already had); the quickstart uses it on its tiny random LLaVA.
+export const mllmAlignSchema = stageSchema('mllm-align', {
+  /** A LLaVA-family checkpoint (llava, llava_next, llava_onevision). */
+  model: modelRefSchema,
+  /**
+   * A CLIP vision checkpoint whose tower replaces the model's before training, e.g. a clip-train
+   * stage's `${stages.vision.output_dir}/model`; it must have the model's tower shape. null = keep it.
+   */
+  vision_from: z.string().min(1).nullable().default(null),
+  /** Image-caption pairs (the clip-train layout). */
+  data: imageTextDataSchema,
+  /** Held-out pairs (same layout) whose R@1 both ways is logged before and after; null = none. */
+  eval_data: z.string().min(1).nullable().default(null),
+  /** How an image and a caption are put to the model; `<sent>` is where the caption goes. */
+  prompts: z
+    .strictObject({
+      image: z.string().min(1).default('<image>\nSummary above image in one word:'),
+      text: z
+        .string()
+        .min(1)
+        .refine((t) => t.includes('<sent>'), { message: 'expected the text prompt to contain <sent>' })
+        .default('<sent>\nSummary above sentence in one word:'),
+    })
+    .prefault({}),
+  max_length: count().default(64),
+  /** What trains; the rest stays frozen. */
+  train_parts: z
+    .array(z.enum(['projector', 'decoder', 'vision']))
+    .min(1)
+    .default(['projector', 'decoder']),
+  /** In-batch InfoNCE from each image to its caption (the other captions of the batch are the negatives). */
+  loss: z.strictObject({ temperature: positive().default(0.05) }).prefault({}),
+  train: trainLoopSchema({
+    lr: 5e-4,
+    epochs: null,
+    max_steps: 200,
+    batch_size: 64,
+    gradcache_chunk_size: null,
+    warmup_ratio: 0.05,
+    schedule: 'linear',
+    weight_decay: 0,
+    grad_clip: 1.0,
+    log_every: 10,
+    save_every: 100,
+  }),
+});
+
 export type SyntheticDataStage = z.output<typeof syntheticDataSchema>;
 export type TeacherEmbedStage = z.output<typeof teacherEmbedSchema>;
 export type UnimeDistillStage = z.output<typeof unimeDistillSchema>;
@@ -431,7 +479,8 @@ export type UnimeHardnegStage = z.output<typeof unimeHardnegSchema>;
 export type CaptionContrastiveStage = z.output<typeof captionContrastiveSchema>;
 export type EvalStage = z.output<typeof evalSchema>;
 export type ClipTrainStage = z.output<typeof clipTrainSchema>;
-export type BuiltinStage = SyntheticDataStage | TeacherEmbedStage | UnimeDistillStage | UnimeHardnegStage | EvalStage | ClipTrainStage | CaptionContrastiveStage;
+export type MllmAlignStage = z.output<typeof mllmAlignSchema>;
+export type BuiltinStage = SyntheticDataStage | TeacherEmbedStage | UnimeDistillStage | UnimeHardnegStage | EvalStage | ClipTrainStage | CaptionContrastiveStage | MllmAlignStage;
 
 registerStageKind({
   kind: 'synthetic-data',
@@ -484,4 +533,10 @@ registerStageKind({
     vision: s.vision.model?.path,
     data: s.data.path,
   }),
+});
+registerStageKind({
+  kind: 'mllm-align',
+  schema: mllmAlignSchema,
+  description: 'align a base MLLM (tower from a CLIP checkpoint, projector and decoder trained on image-caption pairs) into a new checkpoint',
+  inputs: (s) => ({ model: s.model.path, vision_from: s.vision_from, data: s.data.path }),
 });
