@@ -50,7 +50,7 @@ test('train --dry-run prints the plan and writes nothing', async () => {
     assert.equal(r.code, 0, r.stderr);
     assert.match(r.stdout, /recipe quickstart/);
     assert.match(r.stdout, /1\. data  \(synthetic-data\)/);
-    assert.match(r.stdout, /10\. eval-stage2-off  \(eval\)/);
+    assert.match(r.stdout, /13\. eval-stage2-off  \(eval\)/);
     await assert.rejects(fsp.stat(path.join(dir, 'run')));
   } finally {
     await cleanup();
