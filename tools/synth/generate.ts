@@ -37,7 +37,7 @@ import { CLIP_SIZES, IMAGE_TEXT_COLUMNS, ZEROSHOT_TEMPLATES, buildClipData, type
 
 export const SIZES = {
   tiny: { trainRows: 12, evalRows: 8, textPairs: 32 },
-  small: { trainRows: 96, evalRows: 50, textPairs: 256 },
+  small: { trainRows: 300, evalRows: 100, textPairs: 256 },
   medium: { trainRows: 1000, evalRows: 200, textPairs: 4096 },
 } as const;
 export type SizeName = keyof typeof SIZES;

@@ -256,7 +256,10 @@ export function buildRetrievalI2t(ctx: BuildContext, row: number, previous: Retr
   for (const v of variants) cands.push({ text: pairCaption(v.scene, t), image: '', meta: { kind: v.kind, scene: v.scene } });
   while (!ctx.train && cands.length < RET_CANDIDATES) {
     const s = unrelatedScene(rng, split, base.scene);
-    cands.push({ text: pairCaption(s, rng.int(PARAPHRASES)), image: '', meta: { kind: 'other', scene: s } });
+    const text = pairCaption(s, rng.int(PARAPHRASES));
+    // an unrelated scene can still read like a candidate already there (few OOD combinations): draw again
+    if (cands.some((c) => c.text === text)) continue;
+    cands.push({ text, image: '', meta: { kind: 'other', scene: s } });
   }
   return { queryText: INSTR.i2tQuery, queryImage: base.image, queryScene: base.scene, group: base.group, template: t, candidates: cands };
 }
