@@ -272,7 +272,6 @@ export class Phi3VModel implements MultimodalModel {
   }
 
   embed(batch: readonly PreparedInput[], options: EmbedForwardOptions = {}): Tensor {
-    if (batch.length === 0) throw new UnimeError('embed needs at least one input');
     const enc = padInputs(
       batch.map((b) => b.ids),
       this.tokenizer,

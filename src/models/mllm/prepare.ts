@@ -73,6 +73,7 @@ export function tokenizeWithImage(
  * refusing an input that encodes to no tokens: last-token pooling would have nothing to read.
  */
 export function padInputs(rows: readonly (readonly number[])[], tok: Tokenizer): BatchEncoding {
+  if (rows.length === 0) throw new UnimeError('embed needs at least one input');
   rows.forEach((r, i) => {
     if (r.length === 0) throw new UnimeError(`input ${i} encodes to no tokens`, { fix: 'embed non-empty texts' });
   });

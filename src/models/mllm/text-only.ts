@@ -1,12 +1,10 @@
 /** A plain text decoder behind the MultimodalModel interface, so every engine can also embed text with it. */
-import { UnimeError } from '../../errors.js';
 import type { RgbImage } from '../../images/decode.js';
-import { tf, type Tensor } from '../../runtime/tf.js';
+import type { Tensor } from '../../runtime/tf.js';
 import { loadTokenizer } from '../../tokenizers/load.js';
 import type { Tokenizer } from '../../tokenizers/types.js';
-import { poolEmbeddings } from '../pooling.js';
 import { loadTextDecoder, type LoadedTextDecoder } from '../text/load.js';
-import { checkVocabulary, padInputs, tokenizeWithImage } from './prepare.js';
+import { checkVocabulary, forwardWithImageFeatures, padInputs, tokenizeWithImage } from './prepare.js';
 import type { EmbedForwardOptions, MultimodalModel, PreparedInput, PrepareOptions } from './types.js';
 import type { LoadMultimodalOptions } from './llava.js';
 
@@ -32,18 +30,12 @@ export class TextOnlyModel implements MultimodalModel {
   }
 
   embed(batch: readonly PreparedInput[], options: EmbedForwardOptions = {}): Tensor {
-    if (batch.length === 0) throw new UnimeError('embed needs at least one input');
     const enc = padInputs(
       batch.map((b) => b.ids),
       this.tokenizer,
     );
     checkVocabulary(enc.inputIds, this.decoder.config.vocabSize, this.dir);
-    return tf.tidy(() => {
-      const ids = tf.tensor2d(enc.inputIds, [enc.batchSize, enc.seqLen], 'int32');
-      const mask = tf.tensor2d(enc.attentionMask, [enc.batchSize, enc.seqLen], 'int32');
-      const { lastHiddenState } = this.decoder.forward({ inputIds: ids, attentionMask: mask });
-      return poolEmbeddings(lastHiddenState, mask, options.pooling ?? 'last', options.normalize !== false);
-    });
+    return forwardWithImageFeatures(this.decoder, enc, [], null, options);
   }
 
   dispose(): void {
