@@ -18,6 +18,8 @@ import type { z } from 'zod';
 import { UnimeError } from '../errors.js';
 import { writeJsonAtomic } from '../io/atomic.js';
 import { decodeImage } from '../images/decode.js';
+import { scoreRetrieval, type RetrievalScores } from '../eval/retrieval.js';
+import { embeddingMatrix } from '../eval/scoring.js';
 import { inbatchInfoNce } from '../losses/inbatch-infonce.js';
 import { writeCheckpointReplacing } from '../models/export.js';
 import { LlavaFamilyModel } from '../models/mllm/llava.js';
@@ -39,13 +41,6 @@ export type MllmAlignStage = z.output<typeof mllmAlignSchema>;
 export const ALIGNED_MODEL_DIR = 'model';
 export const ALIGN_RECORD = 'unime_align.json';
 
-export interface AlignRetrieval {
-  /** Image -> caption and caption -> image recall@1 (percent) over the held-out pairs. */
-  i2t_r1: number;
-  t2i_r1: number;
-  pairs: number;
-}
-
 export interface MllmAlignResult extends StageResult {
   steps: number;
   first_loss: number | null;
@@ -55,8 +50,8 @@ export interface MllmAlignResult extends StageResult {
   trained_parameters: number;
   train_parts: string[];
   vision_from: string | null;
-  retrieval_before: AlignRetrieval | null;
-  retrieval_after: AlignRetrieval | null;
+  retrieval_before: RetrievalScores | null;
+  retrieval_after: RetrievalScores | null;
   seconds: number;
 }
 
@@ -108,30 +103,14 @@ function embedAll(model: LlavaFamilyModel, inputs: readonly PreparedInput[]): Fl
   return out;
 }
 
-/** R@1 both ways, the row's own partner being the match. */
-function retrieval(model: LlavaFamilyModel, images: readonly PreparedInput[], texts: readonly PreparedInput[]): AlignRetrieval {
+/** Recall both ways on held-out pairs (each image once; a caption's match is its row's image), as the retrieval suite scores it. */
+function retrieval(model: LlavaFamilyModel, set: { images: readonly PreparedInput[]; texts: readonly PreparedInput[]; captionImage: Int32Array }): RetrievalScores {
   const d = model.dim;
-  const n = images.length;
-  const a = embedAll(model, images);
-  const b = embedAll(model, texts);
-  const sim = (i: number, j: number) => {
-    let s = 0;
-    for (let k = 0; k < d; k++) s += a[i * d + k]! * b[j * d + k]!;
-    return s;
-  };
-  let i2t = 0;
-  let t2i = 0;
-  for (let i = 0; i < n; i++) {
-    let best = 0;
-    let bestT = 0;
-    for (let j = 1; j < n; j++) {
-      if (sim(i, j) > sim(i, best)) best = j;
-      if (sim(j, i) > sim(bestT, i)) bestT = j;
-    }
-    if (best === i) i2t++;
-    if (bestT === i) t2i++;
-  }
-  return { i2t_r1: (100 * i2t) / n, t2i_r1: (100 * t2i) / n, pairs: n };
+  return scoreRetrieval(
+    embeddingMatrix(embedAll(model, set.images), set.images.length, d, 'images'),
+    embeddingMatrix(embedAll(model, set.texts), set.texts.length, d, 'captions'),
+    set.captionImage,
+  );
 }
 
 export async function runMllmAlign(ctx: StageContext<MllmAlignStage>): Promise<MllmAlignResult> {
@@ -166,20 +145,29 @@ export async function runMllmAlign(ctx: StageContext<MllmAlignStage>): Promise<M
     for (const v of [...parts.projector, ...parts.decoder, ...parts.vision]) (v as { trainable: boolean }).trainable = params.includes(v);
     const trainedParameters = params.reduce((n, v) => n + v.size, 0);
 
+    // Each distinct image prepared once; captionImage[c] is the image of row c.
     const prepareRows = async (list: readonly ImageTextRow[], what: string) => {
+      const index = new Map<string, number>();
       const images: PreparedInput[] = [];
       const texts: PreparedInput[] = [];
-      for (const r of list) {
-        images.push(model.prepare(s.prompts.image, await decodeImage(r.image), { maxLength: s.max_length }));
+      const captionImage = new Int32Array(list.length);
+      for (const [c, r] of list.entries()) {
+        let i = index.get(r.image);
+        if (i === undefined) {
+          i = images.length;
+          index.set(r.image, i);
+          images.push(model.prepare(s.prompts.image, await decodeImage(r.image), { maxLength: s.max_length }));
+        }
+        captionImage[c] = i;
         texts.push(model.prepare(s.prompts.text.split('<sent>').join(r.caption), null, { maxLength: s.max_length }));
       }
-      ctx.log.info(`mllm-align: ${list.length} ${what} pairs prepared`);
-      return { images, texts };
+      ctx.log.info(`mllm-align: ${list.length} ${what} pairs prepared (${images.length} images)`);
+      return { images, texts, captionImage };
     };
     const trainSet = await prepareRows(rows, 'training');
     const evalSet = evalRows !== null ? await prepareRows(evalRows, 'held-out') : null;
-    const before = evalSet !== null ? retrieval(model, evalSet.images, evalSet.texts) : null;
-    if (before) ctx.log.info(`mllm-align: held-out R@1 before training: image->caption ${before.i2t_r1.toFixed(1)}, caption->image ${before.t2i_r1.toFixed(1)} (chance ${(100 / before.pairs).toFixed(1)})`);
+    const before = evalSet !== null ? retrieval(model, evalSet) : null;
+    if (before) ctx.log.info(`mllm-align: held-out R@1 before training: image->caption ${before.i2t_r1.toFixed(1)}, caption->image ${before.t2i_r1.toFixed(1)} (chance ${(100 / before.images).toFixed(1)})`);
     ctx.log.info(`mllm-align: ${rows.length} pairs, training ${s.train_parts.join(' + ')} (${trainedParameters} parameters), batch ${t.batch_size}, tau ${s.loss.temperature}`);
 
     const indices = rows.map((_, i) => i);
@@ -193,7 +181,7 @@ export async function runMllmAlign(ctx: StageContext<MllmAlignStage>): Promise<M
       overwrite: ctx.fresh,
       label: 'mllm-align',
       step: (batch) => {
-        const queries = batch.map((i) => trainSet.images[i]!);
+        const queries = batch.map((i) => trainSet.images[trainSet.captionImage[i]!]!);
         const targets = batch.map((i) => trainSet.texts[i]!);
         const out = gradCacheStep<PreparedInput, PreparedInput>({
           params,
@@ -206,10 +194,10 @@ export async function runMllmAlign(ctx: StageContext<MllmAlignStage>): Promise<M
         return { loss: out.loss, grads: out.grads, samples: batch.length, tokens };
       },
     });
-    const after = evalSet !== null ? retrieval(model, evalSet.images, evalSet.texts) : null;
+    const after = evalSet !== null ? retrieval(model, evalSet) : null;
     if (before && after) {
       ctx.log.info(
-        `mllm-align: held-out R@1 image->caption ${before.i2t_r1.toFixed(1)} -> ${after.i2t_r1.toFixed(1)}, caption->image ${before.t2i_r1.toFixed(1)} -> ${after.t2i_r1.toFixed(1)} (chance ${(100 / after.pairs).toFixed(1)})`,
+        `mllm-align: held-out R@1 image->caption ${before.i2t_r1.toFixed(1)} -> ${after.i2t_r1.toFixed(1)}, caption->image ${before.t2i_r1.toFixed(1)} -> ${after.t2i_r1.toFixed(1)} (chance ${(100 / after.images).toFixed(1)})`,
       );
     }
 

@@ -237,9 +237,9 @@ test('a LIFT tower in the tiny LLaVA\'s shape, then mllm-align: the aligned MLLM
 `;
   const run = await runRecipe(parseRecipe(text, { file: 'align.yaml', env: {} }), { log: quiet(), hub: { offline: true } });
   const r = (run.stages[2] as { result?: Record<string, unknown> }).result!;
-  const before = r.retrieval_before as { i2t_r1: number; t2i_r1: number; pairs: number };
-  const after = r.retrieval_after as { i2t_r1: number; t2i_r1: number; pairs: number };
-  const chance = 100 / after.pairs;
+  const before = r.retrieval_before as { i2t_r1: number; t2i_r1: number; images: number };
+  const after = r.retrieval_after as { i2t_r1: number; t2i_r1: number; images: number };
+  const chance = 100 / after.images;
   const mean = (x: { i2t_r1: number; t2i_r1: number }) => (x.i2t_r1 + x.t2i_r1) / 2;
   assert.ok(mean(after) > 4 * chance, `held-out R@1 after alignment ${after.i2t_r1} / ${after.t2i_r1}, chance ${chance.toFixed(2)}`);
   assert.ok(mean(after) > mean(before) + 3, `held-out R@1 ${mean(before)} before, ${mean(after)} after`);

@@ -72,7 +72,7 @@ test('mllm-align: tower from vision_from, projector and decoder trained, untouch
   // like this one collapses to one embedding); here: what is written where.
   const losses = (r as unknown as { losses: number[] }).losses;
   assert.ok(losses.length === 30 && losses.every(Number.isFinite));
-  assert.ok(r.retrieval_before !== null && r.retrieval_after !== null && r.retrieval_after.pairs === 32);
+  assert.ok(r.retrieval_before !== null && r.retrieval_after !== null && r.retrieval_after.images === 32);
 
   const base = await tensors(path.join(dir, 'syn', 'models', 'tiny-mllm'));
   const lent = await tensors(donor);
