@@ -161,11 +161,16 @@ async function runSuiteCommand(suite: OtherSuite, a: SuiteArgs): Promise<void> {
     signal,
   }));
   if (outcome === null) return;
+  printOutcome(outcome, [outcome.files.result, outcome.files.markdown]);
+}
+
+/** The result table on stdout; throughput, cache use and the files written on stderr. */
+function printOutcome(outcome: { table: string; embedded: number; cached: number; seconds: number; embeddings_per_second: number | null }, files: readonly string[]): void {
   process.stdout.write(outcome.table);
   const eps = outcome.embeddings_per_second;
   process.stderr.write(
     `${outcome.embedded} inputs embedded${eps === null ? '' : ` at ${eps.toFixed(1)} embeddings/s`}, ${outcome.cached} from the cache, ${outcome.seconds.toFixed(1)} s in all\n` +
-      `wrote ${outcome.files.result}, ${outcome.files.markdown}\n`,
+      `wrote ${files.join(', ')}\n`,
   );
 }
 
@@ -233,12 +238,7 @@ async function runMmebCommand(a: MmebArgs): Promise<void> {
     signal,
   }));
   if (outcome === null) return;
-  process.stdout.write(outcome.table);
-  const eps = outcome.embeddings_per_second;
-  process.stderr.write(
-    `${outcome.embedded} inputs embedded${eps === null ? '' : ` at ${eps.toFixed(1)} embeddings/s`}, ${outcome.cached} from the cache, ${outcome.seconds.toFixed(1)} s in all\n` +
-      `wrote ${outcome.files.result}, ${outcome.files.summary}, ${outcome.files.markdown}, ${outcome.files.html}\n`,
-  );
+  printOutcome(outcome, [outcome.files.result, outcome.files.summary, outcome.files.markdown, outcome.files.html]);
   if (outcome.failed.length > 0) throw failedDatasetsError(outcome);
 }
 
