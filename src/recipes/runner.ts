@@ -2,7 +2,8 @@
  * The stage runner: runs a loaded recipe's stages in order, each in its own output directory,
  * passing the previous stage's output on, and leaves a `stage.json` completion marker (written
  * atomically) when a stage finishes, so a rerun skips finished stages and a multi-stage run
- * resumes where it stopped.
+ * resumes where it stopped. A finished stage that reads an earlier stage's output is out of date once
+ * that stage has run again (in this run or after it finished), and then runs again from scratch.
  */
 import { createHash } from 'node:crypto';
 import { promises as fsp } from 'node:fs';
@@ -59,6 +60,11 @@ export interface PlannedStage {
   selected: boolean;
   /** A completion marker from an earlier run is present. */
   completed: boolean;
+  /**
+   * Stages in `needs` that run in this invocation or finished after this stage started: its output
+   * was made from what they had before, so a selected stage reruns (fresh) instead of being skipped.
+   */
+  changedInputs: string[];
   action: StageAction;
   /** Whether this build has an engine for the kind. */
   hasRunner: boolean;
@@ -197,6 +203,7 @@ export async function planRecipe(loaded: LoadedRecipe, opts: RunOptions = {}): P
 
   const outDirs = recipe.stages.map((s) => path.resolve(cwd, s.output_dir));
   const plan: PlannedStage[] = [];
+  const markers: (StageMarker | undefined)[] = [];
   for (let i = 0; i < recipe.stages.length; i++) {
     const stage = recipe.stages[i]!;
     const def = getStageKind(stage.kind);
@@ -221,7 +228,15 @@ export async function planRecipe(loaded: LoadedRecipe, opts: RunOptions = {}): P
     const selected = onlySet ? onlySet.has(stage.name) : i >= fromIndex;
     const marker = await readMarker(outDirs[i]!, (m) => log.warn(m));
     const completed = marker !== undefined && marker.stage === stage.name && marker.kind === stage.kind;
-    if (completed && selected && !opts.force) {
+    markers.push(completed ? marker : undefined);
+    const changedInputs = !completed
+      ? []
+      : [...needs].filter((n) => {
+          const j = names.indexOf(n);
+          const dep = markers[j];
+          return plan[j]!.action === 'run' || (dep !== undefined && Date.parse(dep.finished_at) > Date.parse(marker.started_at));
+        });
+    if (completed && selected && !opts.force && changedInputs.length === 0) {
       const changed = changedFields(marker.config, stage);
       if (changed.length > 0) {
         log.warn(
@@ -241,7 +256,8 @@ export async function planRecipe(loaded: LoadedRecipe, opts: RunOptions = {}): P
       needs: [...needs],
       selected,
       completed,
-      action: !selected ? 'not-selected' : completed && !opts.force ? 'skip-completed' : 'run',
+      changedInputs,
+      action: !selected ? 'not-selected' : completed && !opts.force && changedInputs.length === 0 ? 'skip-completed' : 'run',
       hasRunner: def?.run !== undefined,
     });
   }
@@ -258,8 +274,19 @@ export function formatPlan(loaded: LoadedRecipe, plan: readonly PlannedStage[], 
   const lines = [`recipe ${loaded.recipe.name} (${loaded.file}) -> ${show(recipeOut)}`];
   const byName = new Map(plan.map((s) => [s.name, s]));
   for (const s of plan) {
+    const changed = s.changedInputs.join(', ');
     const action =
-      s.action === 'run' ? (s.completed ? 'rerun (--force)' : 'run') : s.action === 'skip-completed' ? 'skip (completed)' : 'skip (not selected)';
+      s.action === 'run'
+        ? !s.completed
+          ? 'run'
+          : changed !== ''
+            ? `rerun (it reads ${changed}, changed since it ran)`
+            : 'rerun (--force)'
+        : s.action === 'skip-completed'
+          ? 'skip (completed)'
+          : changed !== ''
+            ? `skip (not selected, though it reads ${changed}, which changed since it ran or runs now)`
+            : 'skip (not selected)';
     const engine = s.hasRunner ? '' : '  [engine not in this build]';
     lines.push(`  ${s.index + 1}. ${s.name}  (${s.kind})  -> ${show(s.outputDir)}  ${action}${engine}`);
     for (const [k, v] of Object.entries(s.inputs)) lines.push(`       ${k}: ${v}`);
@@ -331,6 +358,9 @@ export async function runRecipe(loaded: LoadedRecipe, opts: RunOptions = {}): Pr
     const stage = loaded.recipe.stages[s.index]!;
     const run = getStageKind(s.kind)?.run;
     if (!run) throw new NotImplementedYetError(`stage \`${s.name}\` (kind ${s.kind}): the ${s.kind} engine is not in this build yet`, { file: loaded.file });
+    if (s.completed && s.changedInputs.length > 0 && !opts.force) {
+      log.info(`stage ${s.name} (${s.kind}): completed earlier, but ${s.changedInputs.join(', ')} it reads from changed since; running it again from scratch`);
+    }
     // A rerun first drops the old marker: if it dies midway, the stage must not look completed.
     await fsp.rm(path.join(s.outputDir, STAGE_MARKER), { force: true });
     await fsp.mkdir(s.outputDir, { recursive: true });
@@ -344,7 +374,8 @@ export async function runRecipe(loaded: LoadedRecipe, opts: RunOptions = {}): Pr
       previousOutput: s.previousOutput,
       initFrom: s.initFrom,
       stageOutputs,
-      fresh: opts.force === true,
+      // Resuming a checkpoint made from an input that has since changed would mix the two.
+      fresh: opts.force === true || s.changedInputs.length > 0,
       recipeFile: loaded.file,
       log,
       resolveModel: (ref) => {

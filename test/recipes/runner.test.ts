@@ -192,8 +192,62 @@ test('a corrupt marker counts as not completed', async () => {
     calls = [];
     const q = quiet();
     await runRecipe(loaded, { cwd: dir, log: q.log });
-    assert.deepEqual(calls.map((c) => c.name), ['first']);
+    // first runs again, and so do the two stages made from its output.
+    assert.deepEqual(calls.map((c) => c.name), ['first', 'second', 'third']);
     assert.ok(q.lines.some((l) => /warn: .*not a valid completion marker/.test(l)));
+  });
+});
+
+test('a completed stage whose input stage ran again since reruns from scratch; stages that do not read it stay skipped', async () => {
+  await withDir(async (dir) => {
+    const loaded = parseRecipe(RECIPE, { file: 'run.yaml', env: {} });
+    await runRecipe(loaded, { cwd: dir, log: quiet().log });
+
+    // second reads nothing third needs: rerunning it leaves third up to date.
+    await runRecipe(loaded, { cwd: dir, log: quiet().log, force: true, only: ['second'] });
+    calls = [];
+    const plain = await runRecipe(loaded, { cwd: dir, log: quiet().log });
+    assert.deepEqual(calls, []);
+    assert.deepEqual(plain.stages.map((s) => s.changedInputs), [[], [], []]);
+
+    // first is read by second (init_from) and third (a path under its output): with --only first the
+    // plan says they are out of date, and the next plain run reruns them, fresh.
+    const q = quiet();
+    await runRecipe(loaded, { cwd: dir, log: q.log, force: true, only: ['first'], showPlan: true });
+    assert.match(q.lines.join('\n'), /2\. second .*skip \(not selected, though it reads first, which changed since it ran or runs now\)/);
+    calls = [];
+    const fresh: boolean[] = [];
+    const unhook = registerStageKind({
+      kind: 'test-fresh',
+      schema: stageSchema('test-fresh', { input: z.string() }),
+      description: 'test-only: records ctx.fresh',
+      run: async (ctx) => {
+        fresh.push(ctx.fresh);
+        return {};
+      },
+    });
+    try {
+      const q2 = quiet();
+      const again = await runRecipe(loaded, { cwd: dir, log: q2.log, showPlan: true });
+      assert.deepEqual(calls.map((c) => c.name), ['second', 'third']);
+      assert.deepEqual(again.stages.map((s) => s.status), ['skipped', 'ran', 'ran']);
+      assert.deepEqual(again.stages.map((s) => s.changedInputs), [[], ['first'], ['first']]);
+      assert.match(q2.lines.join('\n'), /3\. third .*rerun \(it reads first, changed since it ran\)/);
+      assert.ok(q2.lines.some((l) => /stage second \(test-echo\): completed earlier, but first it reads from changed since; running it again from scratch/.test(l)));
+
+      // The rerun is fresh (a resumed checkpoint would mix the old input with the new).
+      const withFresh = parseRecipe(
+        `name: run-test\noutput_dir: out/\${name}\nstages:\n  - {name: first, kind: test-echo, message: one}\n  - {name: user, kind: test-fresh, input: "\${stages.first.output_dir}/out.txt"}\n`,
+        { file: 'fresh.yaml', env: {} },
+      );
+      await runRecipe(withFresh, { cwd: dir, log: quiet().log, only: ['user'], force: false });
+      assert.deepEqual(fresh, [false], 'a first run of a stage is not forced');
+      await runRecipe(withFresh, { cwd: dir, log: quiet().log, force: true, only: ['first'] });
+      await runRecipe(withFresh, { cwd: dir, log: quiet().log });
+      assert.deepEqual(fresh, [false, true]);
+    } finally {
+      unhook();
+    }
   });
 });
 
