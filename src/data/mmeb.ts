@@ -199,7 +199,9 @@ async function subdirsWith(root: string, has: (dir: string, files: string[]) => 
   }
   const out: string[] = [];
   for (const e of entries) {
-    if (!e.isDirectory()) continue;
+    // A linked folder counts too (roots assembled from several downloads are often links).
+    const isDir = e.isDirectory() || (e.isSymbolicLink() && (await fsp.stat(path.join(root, e.name)).catch(() => null))?.isDirectory() === true);
+    if (!isDir) continue;
     const files = await fsp.readdir(path.join(root, e.name));
     if (has(e.name, files)) out.push(e.name);
   }

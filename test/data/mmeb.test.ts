@@ -73,6 +73,13 @@ test('MMEB-train: round trip, cap, negatives optional, split chosen by file name
   await put('train/images/S/1.png', png);
   const root = path.join(tmp.dir, 'train');
   assert.deepEqual(await listMmebTrainSubsets(root), ['S', 'T']);
+  // A root assembled from links: linked subset folders count, a dangling link and a linked file do not.
+  const linked = path.join(tmp.dir, 'linked');
+  await fsp.mkdir(linked);
+  await fsp.symlink(path.join(root, 'S'), path.join(linked, 'S'));
+  await fsp.symlink(path.join(root, 'gone'), path.join(linked, 'Dangling'));
+  await fsp.symlink(path.join(root, 'T', 'original-00000-of-00001.parquet'), path.join(linked, 'file.parquet'));
+  assert.deepEqual(await listMmebTrainSubsets(linked), ['S']);
   const s = await readMmebTrainSubset(root, 'S');
   assert.deepEqual(s.rows, rows);
   assert.ok(sameBytes(await s.images.read('images/S/1.png'), png));
