@@ -26,6 +26,7 @@ import {
   writeMmebReport,
 } from './aggregate.js';
 import { openMmebEvalRoot } from './catalog.js';
+import { distractorHtml, distractorMarkdown, distractorStats, readCandidateKinds, type DistractorStats } from './distractors.js';
 import { EmbeddingCache, imageDigest, inputKey, type CacheStats, type EmbeddingCacheOptions, type ModelIdentity } from './embed-cache.js';
 import { META_TASKS, META_TASK_SHORT, canonicalMmebName, findMmebDataset } from './mmeb-datasets.js';
 import { evaluateMmebDataset, type EmbedFn } from './mmeb-run.js';
@@ -257,6 +258,7 @@ export async function runMmebEval(o: MmebEvalOptions): Promise<MmebEvalOutcome> 
     return vectors as Float32Array[];
   };
 
+  const distractors: Record<string, DistractorStats[]> = {};
   try {
     for (const [di, name] of selected.entries()) {
       const td = performance.now();
@@ -288,6 +290,13 @@ export async function runMmebEval(o: MmebEvalOptions): Promise<MmebEvalOutcome> 
           });
           inputs = ev.embedded.queries + ev.embedded.candidates;
           image[name] = ev.metrics;
+          try {
+            const kinds = await readCandidateKinds(path.join(data.root, name), ds.rows.map((r) => r.tgt_text.length));
+            if (kinds !== null) distractors[name] = distractorStats(ev.outranked, kinds);
+          } catch (e) {
+            if (!(e instanceof UnimeError)) throw e;
+            o.log.warn(`eval: ${name}: candidate annotations left out: ${e.message}`);
+          }
         } finally {
           await ds.images.close();
         }
@@ -356,8 +365,12 @@ export async function runMmebEval(o: MmebEvalOptions): Promise<MmebEvalOutcome> 
   };
   await writeMmebReport(files.result, result);
   const cacheInfo = o.cacheDir === null ? null : { dir: cache.dir, ...cache.stats };
-  await writeJsonAtomic(files.summary, summaryJson(summary, { runs, failed, embedded: totalEmbedded, cached: totalCached, seconds, modelSeconds: totalModelSeconds, eps, cache: cacheInfo }));
-  await writeResultReports(o.outDir, summary, { baseName: REPORT_BASENAME });
+  await writeJsonAtomic(
+    files.summary,
+    summaryJson(summary, { runs, failed, embedded: totalEmbedded, cached: totalCached, seconds, modelSeconds: totalModelSeconds, eps, cache: cacheInfo, distractors }),
+  );
+  const column = [{ label: o.modelName, stats: distractors }];
+  await writeResultReports(o.outDir, summary, { baseName: REPORT_BASENAME, appendix: { markdown: distractorMarkdown(column), html: distractorHtml(column) } });
   const table = summaryTable(summary, runs);
   return {
     result,
@@ -381,7 +394,17 @@ function groupJson(g: GroupScore): Record<string, unknown> {
 
 function summaryJson(
   s: MmebSummary,
-  x: { runs: DatasetRun[]; failed: { name: string; reason: string }[]; embedded: number; cached: number; seconds: number; modelSeconds: number; eps: number | null; cache: unknown },
+  x: {
+    runs: DatasetRun[];
+    failed: { name: string; reason: string }[];
+    embedded: number;
+    cached: number;
+    seconds: number;
+    modelSeconds: number;
+    eps: number | null;
+    cache: unknown;
+    distractors: Record<string, DistractorStats[]>;
+  },
 ): Record<string, unknown> {
   return {
     model: s.modelName,
@@ -405,6 +428,7 @@ function summaryJson(
     model_seconds: x.modelSeconds,
     embeddings_per_second: x.eps,
     cache: x.cache,
+    ...(Object.keys(x.distractors).length > 0 ? { distractors: x.distractors } : {}),
   };
 }
 

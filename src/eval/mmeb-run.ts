@@ -49,6 +49,8 @@ export interface DatasetEvaluation {
   metrics: DatasetMetrics;
   /** 1-based rank of the correct candidate per row. */
   ranks: Int32Array;
+  /** Per row, per candidate: 1 where it ranks above the correct one (0 for the correct one itself). */
+  outranked: Uint8Array[];
   /** How many unique queries and candidates were embedded. */
   embedded: { queries: number; candidates: number };
 }
@@ -122,13 +124,15 @@ export async function evaluateMmebDataset(
       fix: 'queries and candidates must be embedded by the same model',
     });
   }
+  const outranked: Uint8Array[] = [];
   const ranks = rankPooled(queryMatrix, pool, candidates.rows, {
     queryOfRow: queries.indexOf,
+    outranked,
     label: dataset,
     ...(options.tieRule ? { tieRule: options.tieRule } : {}),
   });
   const metrics = metricsFromRanks(ranks, { ks: options.ks ?? DEFAULT_KS, numData: rows.length });
-  return { dataset, metrics, ranks, embedded: { queries: queries.unique.length, candidates: candidates.unique.length } };
+  return { dataset, metrics, ranks, outranked, embedded: { queries: queries.unique.length, candidates: candidates.unique.length } };
 }
 
 function toMatrix(out: EmbeddingMatrix | readonly ArrayLike<number>[], label: string): EmbeddingMatrix {

@@ -18,6 +18,8 @@ export interface ReportOptions {
   title?: string;
   /** Decimals of the printed percentages (default 2). */
   decimals?: number;
+  /** More sections at the end of a single result's report (Markdown and HTML bodies; '' for none). */
+  appendix?: { markdown: string; html: string };
 }
 
 /** One column of a comparison: a label ("base", "stage 1", ...) and its summary. */
@@ -149,6 +151,7 @@ export function markdownReport(summary: MmebSummary, options: ReportOptions = {}
     out.push('## Other datasets in the report (not averaged)', '');
     out.push(mdTable(['Dataset', esc(summary.metric)], ['l', 'r'], summary.extra.map((e) => [esc(e.name), scoreCell(e.score, dec)])), '');
   }
+  if (options.appendix?.markdown) out.push(options.appendix.markdown);
   return out.join('\n');
 }
 
@@ -398,6 +401,7 @@ export function htmlReport(summary: MmebSummary, options: ReportOptions = {}): s
     body.push('<h2>Other datasets in the report (not averaged)</h2>');
     body.push(htmlTable(['Dataset', escapeHtml(summary.metric)], summary.extra.map((e) => [{ html: escapeHtml(e.name) }, { html: escapeHtml(scoreCell(e.score, dec)), num: true }])));
   }
+  if (options.appendix?.html) body.push(options.appendix.html);
   return htmlPage(title, body.join('\n'));
 }
 

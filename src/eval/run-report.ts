@@ -6,12 +6,14 @@
  * never dropped silently.
  */
 import { existsSync } from 'node:fs';
+import { readFile } from 'node:fs/promises';
 import * as path from 'node:path';
 import { writeBytesAtomic } from '../io/atomic.js';
 import { lineChartSvg } from '../train/plots.js';
 import { METRICS_FILE, readMetrics, type MetricRecord } from '../train/metrics.js';
 import { readMmebReport, summarizeMmeb } from './aggregate.js';
-import { RESULT_FILE } from './mmeb-eval.js';
+import { distractorHtml, distractorMarkdown, type DistractorColumn, type DistractorStats } from './distractors.js';
+import { RESULT_FILE, SUMMARY_FILE } from './mmeb-eval.js';
 import { type ComparisonEntry, comparisonHtmlParts, comparisonMarkdown, escapeHtml, escapeMarkdown, htmlPage } from './report.js';
 
 export interface StageDir {
@@ -45,6 +47,7 @@ function slug(label: string, i: number): string {
 export async function writeRunReport(runDir: string, evalStageDirs: readonly StageDir[], trainStageDirs: readonly StageDir[]): Promise<RunReportFiles> {
   const entries: ComparisonEntry[] = [];
   const notes: string[] = [];
+  const distractors: DistractorColumn[] = [];
   for (const s of evalStageDirs) {
     const file = path.join(s.dir, RESULT_FILE);
     if (!existsSync(file)) {
@@ -53,6 +56,8 @@ export async function writeRunReport(runDir: string, evalStageDirs: readonly Sta
     }
     try {
       entries.push({ label: s.label, summary: summarizeMmeb(await readMmebReport(file)) });
+      const stats = await readDistractorStats(path.join(s.dir, SUMMARY_FILE));
+      if (stats !== null) distractors.push({ label: s.label, stats });
     } catch (e) {
       notes.push(`Eval stage "${s.label}": ${(e as Error).message.split('\n')[0]} (left out of the comparison).`);
     }
@@ -92,6 +97,8 @@ export async function writeRunReport(runDir: string, evalStageDirs: readonly Sta
   md.push('## Evaluation', '');
   if (comparable.length === 0) md.push('No eval stage has results yet.', '');
   else md.push(comparisonMarkdown(comparable).replace(/^#/gm, '##'), '');
+  const distractorMd = distractorMarkdown(distractors, '### Which distractors win');
+  if (distractorMd) md.push(distractorMd);
   md.push('## Training', '');
   if (curves.length === 0) md.push('No training stages.', '');
   else {
@@ -110,6 +117,8 @@ export async function writeRunReport(runDir: string, evalStageDirs: readonly Sta
   body.push('<h2>Evaluation</h2>');
   if (comparable.length === 0) body.push('<p>No eval stage has results yet.</p>');
   else body.push(comparisonHtmlParts(comparable).body.replace(/<(\/?)h([1-5])>/g, (_m, close: string, n: string) => `<${close}h${Number(n) + 1}>`));
+  const distractorBody = distractorHtml(distractors, 'Which distractors win', 3);
+  if (distractorBody) body.push(distractorBody);
   body.push('<h2>Training</h2>');
   if (curves.length === 0) body.push('<p>No training stages.</p>');
   else {
@@ -140,4 +149,15 @@ function curveCells(records: readonly MetricRecord[]): string[] {
     num(records[records.length - 1]!.loss),
     num(losses.length ? Math.min(...losses) : undefined),
   ];
+}
+
+/** The distractor statistics an eval stage wrote into its summary, or null when it has none (or no summary). */
+async function readDistractorStats(file: string): Promise<Record<string, DistractorStats[]> | null> {
+  if (!existsSync(file)) return null;
+  try {
+    const summary = JSON.parse(await readFile(file, 'utf8')) as { distractors?: Record<string, DistractorStats[]> } | null;
+    return summary?.distractors && typeof summary.distractors === 'object' ? summary.distractors : null;
+  } catch {
+    return null; // an unreadable summary only loses this optional table; the scores come from mmeb.json
+  }
 }

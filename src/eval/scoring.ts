@@ -183,15 +183,16 @@ export function rankOfCorrect(
 ): number {
   if (scores.length === 0) throw new UnimeError('no candidates to rank', { fix: 'every row needs at least its correct candidate' });
   checkTieRule(tieRule);
-  const s0 = scores[0]!;
   let rank = 1;
-  for (let j = 1; j < scores.length; j++) {
-    if (sameAsCorrect?.[j]) continue;
-    const s = scores[j]!;
-    if (Number.isNaN(s0)) rank++;
-    else if (s > s0 || (s === s0 && tieRule === 'pessimistic')) rank++;
-  }
+  for (let j = 1; j < scores.length; j++) if (outranksCorrect(scores, j, tieRule, sameAsCorrect)) rank++;
   return rank;
+}
+
+/** Whether candidate j (> 0) ranks above the correct candidate 0 under the tie rule (a NaN correct score loses to all). */
+function outranksCorrect(scores: ArrayLike<number>, j: number, tieRule: TieRule, sameAsCorrect?: ArrayLike<boolean>): boolean {
+  if (sameAsCorrect?.[j]) return false;
+  const s0 = scores[0]!, s = scores[j]!;
+  return Number.isNaN(s0) || s > s0 || (s === s0 && tieRule === 'pessimistic');
 }
 
 /**
@@ -233,6 +234,8 @@ export function rankRows(queries: EmbeddingMatrix, candidates: readonly Embeddin
 export interface PooledRankOptions extends RankOptions {
   /** Row -> query pool row, when the queries were deduplicated too; default: row i uses query i. */
   queryOfRow?: ArrayLike<number>;
+  /** Filled with one array per row: 1 where that candidate ranks above the correct one (which candidates beat it). */
+  outranked?: Uint8Array[];
 }
 
 /**
@@ -283,6 +286,11 @@ export function rankPooled(
       scores[j] = cosineFrom(dotRows(queries.data, q * dim, pool.data, p * dim, dim), qNorms[q]!, pNorms[p]!);
     }
     ranks[i] = rankOfCorrect(scores, tieRule, same);
+    if (options.outranked) {
+      const o = new Uint8Array(idx.length);
+      for (let j = 1; j < idx.length; j++) o[j] = outranksCorrect(scores, j, tieRule, same) ? 1 : 0;
+      options.outranked[i] = o;
+    }
   }
   return ranks;
 }

@@ -75,6 +75,21 @@ test('the synthetic benchmark: found through its top folder, aggregated per meta
   assert.match(md, /\| IND \(5 datasets\) \|/);
   assert.match(md, /\| SynGrd-OOD \| Grounding \| OOD \|/);
   assert.match(readFileSync(path.join(out, 'mmeb-report.html'), 'utf8'), /<svg/);
+  // The synthetic data's candidate annotations: which distractor kinds beat the correct candidate.
+  assert.deepEqual(Object.keys(summary.distractors).sort(), Object.keys(json.metrics.image).sort());
+  for (const [name, stats] of Object.entries(summary.distractors as Record<string, { kind: string; rows: number; beaten: number }[]>)) {
+    const meta = readFileSync(path.join(synth, 'mmeb-eval', name, 'synthetic-meta.jsonl'), 'utf8').trim().split('\n').map((l) => JSON.parse(l));
+    for (const st of stats) {
+      const offering = meta.filter((m: { candidates: { kind: string }[] }) => m.candidates.slice(1).some((c) => c.kind === st.kind)).length;
+      assert.equal(st.rows, offering, `${name} ${st.kind}`);
+      assert.ok(st.beaten >= 0 && st.beaten <= st.rows);
+    }
+    // A missed row is beaten by some kind; a hit row by none.
+    const misses = 8 - Math.round(json.metrics.image[name]['hit@1'] * 8);
+    assert.ok(Math.max(0, ...stats.map((x) => x.beaten)) <= misses, name);
+    assert.ok(stats.reduce((n, x) => n + x.beaten, 0) >= misses, name);
+  }
+  assert.match(md, /## Which distractors win\n[^]*\| SynCls \| same-colour \(\d+\) \| [0-9.]+ \|/);
   assert.match(o.table, /Synthetic MMEB results: fake/);
   assert.match(o.table, /SynRet-t2i-OOD\s+Ret\s+OOD\s+[0-9.]+/);
 

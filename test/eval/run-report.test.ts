@@ -5,7 +5,7 @@ import * as path from 'node:path';
 import { tempDir } from '../helpers.js';
 import { catalogMetadata, createMmebResult, writeMmebReport, type DatasetCatalog } from '../../src/eval/aggregate.js';
 import { writeRunReport } from '../../src/eval/run-report.js';
-import { RESULT_FILE } from '../../src/eval/mmeb-eval.js';
+import { RESULT_FILE, SUMMARY_FILE } from '../../src/eval/mmeb-eval.js';
 
 let dir: string;
 let cleanup: () => Promise<void>;
@@ -45,6 +45,10 @@ test('writeRunReport: base vs stage 1 vs stage 2 per meta-task, IND, OOD, overal
   const s1 = await evalStage('eval-stage1', { ...all(0.5), 'SynGrd-OOD': 0.75 });
   const { 'SynVQA': _dropped, ...partial } = all(0.875);
   const s2 = await evalStage('eval-stage2', partial);
+  // Distractor statistics, as unime eval writes them into the summary for annotated data (stage 1 has none).
+  const stat = (kind: string, beaten: number) => ({ kind, rows: 8, beaten, rate: (100 * beaten) / 8 });
+  await fsp.writeFile(path.join(base.dir, SUMMARY_FILE), JSON.stringify({ distractors: { SynCls: [stat('same-colour', 6), stat('other', 1)] } }));
+  await fsp.writeFile(path.join(s2.dir, SUMMARY_FILE), JSON.stringify({ distractors: { SynCls: [stat('same-colour', 2)] } }));
   const missingEval = { label: 'eval-never-ran', dir: path.join(dir, 'run', 'eval-never-ran') };
   const t1 = await trainStage('distill', [2.0, 1.5, 1.2, 1.0]);
   const t2 = await trainStage('hardneg', [3.0, 2.5, 1.0]);
@@ -72,6 +76,10 @@ test('writeRunReport: base vs stage 1 vs stage 2 per meta-task, IND, OOD, overal
   assert.match(md, /\| distill \| 4 \| 4 \| 2 \| 1 \| 1 \|/);
   assert.match(md, /\| hardneg \| 3 \| 3 \| 3 \| 1 \| 1 \|/);
   assert.match(md, /!\[loss: distill\]\(report-loss-1-distill\.svg\)/);
+  assert.match(md, /^### Which distractors win$/m);
+  assert.match(md, /\| Dataset \| Distractor kind \| base \| eval-stage2 \|\n/);
+  assert.match(md, /\| SynCls \| same-colour \(8\) \| 75\.0 \| 25\.0 \|/);
+  assert.match(md, /\| SynCls \| other \(8\) \| 12\.5 \|  \|/);
 
   const html = readFileSync(files.html, 'utf8');
   assert.match(html, /^<!DOCTYPE html>/);
@@ -80,6 +88,7 @@ test('writeRunReport: base vs stage 1 vs stage 2 per meta-task, IND, OOD, overal
   assert.equal((html.match(/<polyline class="curve" data-points="4"/g) ?? []).length, 1);
   assert.equal((html.match(/<polyline class="curve" data-points="3"/g) ?? []).length, 1);
   assert.match(html, /empty: no logged steps/);
+  assert.match(html, /<h3>Which distractors win<\/h3>/);
   assert.doesNotMatch(html, /<script/);
 });
 
