@@ -19,6 +19,11 @@ export function builder(y: Argv) {
     .option('template', { type: 'string', default: 'none', describe: 'prompt template: a backbone name (phi3.5-v, ...), a prompt holding <sent>, or none' })
     .option('instruction', { type: 'string', default: '', describe: 'prefix put before every text' })
     .option('normalize', { type: 'boolean', default: true, describe: 'L2-normalise the embeddings (--no-normalize skips it)' })
+    .option('bidirectional', {
+      type: 'boolean',
+      default: false,
+      describe: 'bidirectional attention, as LLM2Vec-style text embedders use it (a caption-contrastive teacher: with --pooling mean); texts only',
+    })
     .option('batch-size', { type: 'number', default: 16 })
     .option('max-length', { type: 'number', describe: 'truncate texts to this many tokens' })
     .option('device', { type: 'string', choices: ['auto', 'cpu', 'native', 'cuda'], default: 'auto' });
@@ -35,6 +40,7 @@ interface Args {
   template: string;
   instruction: string;
   normalize: boolean;
+  bidirectional: boolean;
   batchSize: number;
   maxLength?: number;
   device: string;
@@ -151,6 +157,12 @@ async function run(args: Args): Promise<void> {
     if (r.imageFile !== undefined && !existsSync(r.imageFile)) throw new UnimeError('no such image file', { file: r.imageFile, fix: 'check the --image / "image" path' });
   }
   const images = rows.filter((r) => r.imageFile !== undefined).length;
+  if (args.bidirectional && images > 0) {
+    throw new UnimeError(`--bidirectional embeds texts only, and ${images} input${images === 1 ? ' has' : 's have'} an image`, {
+      field: '--bidirectional',
+      fix: 'embed images with the causal model (drop --bidirectional), or embed the texts in a separate run',
+    });
+  }
   for (const r of rows) {
     if (r.imageFile === undefined && countImageMarkers(args.instruction + (r.text ?? '')) > 0) {
       throw new UnimeError(`a text has an image marker but no image was given: ${JSON.stringify((r.text ?? '').slice(0, 80))}`, {
@@ -170,7 +182,7 @@ async function run(args: Args): Promise<void> {
   let emb: Float32Array;
   let d: number;
   const t0 = performance.now();
-  if (images === 0 && adapters.length === 0) {
+  if (images === 0 && (adapters.length === 0 || args.bidirectional)) {
     const { TextEmbedder } = await import('../models/text-embedder.js');
     const embedder = await TextEmbedder.load(args.model, {
       pooling: args.pooling,
@@ -179,6 +191,12 @@ async function run(args: Args): Promise<void> {
       instruction: args.instruction,
     });
     try {
+      // As the teacher-embed stage runs a caption-contrastive teacher: attention both ways, adapters merged.
+      embedder.decoder.bidirectional = args.bidirectional;
+      if (adapters.length > 0) {
+        const { mergeAdapterChain } = await import('../models/peft/chain.js');
+        await mergeAdapterChain(embedder.decoder, adapters);
+      }
       emb = await embedder.embed(rows.map((r) => r.text ?? ''), { batchSize: args.batchSize, maxLength: args.maxLength });
       d = embedder.dim;
     } finally {

@@ -60,6 +60,40 @@ test('unime embed writes jsonl rows {text, embedding} equal to the library, and 
   assert.equal(JSON.parse(s.stdout.trim()).embedding.length, 32);
 });
 
+test('unime embed --bidirectional: attention both ways with the adapters merged, as the teacher-embed stage runs a caption-contrastive teacher', async () => {
+  const texts = ['hello world', 'the lazy dog'];
+  const stage = path.join(dir, 'teacher-stage');
+  {
+    const t = await TextEmbedder.load(model, { pooling: 'mean' });
+    const adapter = applyLora(t.decoder, { r: 2, alpha: 4, targetModules: ['q_proj', 'v_proj'] });
+    for (const l of adapter.layers) l.loraB.assign(tf.randomNormal(l.loraB.shape, 0, 0.3, 'float32', 5));
+    await saveLoraAdapter(path.join(stage, 'adapter'), t.decoder);
+    t.dispose();
+  }
+  const cli = async (extra: string[]) => {
+    const r = await runCli(['embed', '--model', model, '--text', texts[0]!, '--text', texts[1]!, '--pooling', 'mean', '--device', 'cpu', ...extra]);
+    assert.equal(r.code, 0, r.stderr);
+    return r.stdout.trim().split('\n').flatMap((l) => (JSON.parse(l) as { embedding: number[] }).embedding);
+  };
+  const bi = await cli(['--bidirectional', '--adapter', stage]);
+  const causal = await cli(['--adapter', stage]);
+  const emb = await TextEmbedder.load(model, { pooling: 'mean' });
+  try {
+    emb.decoder.bidirectional = true;
+    const { mergeAdapterChain } = await import('../../src/models/peft/chain.js');
+    await mergeAdapterChain(emb.decoder, [path.join(stage, 'adapter')]);
+    const want = await emb.embed(texts);
+    assert.equal(bi.length, want.length);
+    bi.forEach((v, j) => assert.ok(Math.abs(v - want[j]!) < 1e-5, `component ${j}`));
+  } finally {
+    emb.dispose();
+  }
+  assert.ok(Math.max(...bi.map((v, j) => Math.abs(v - causal[j]!))) > 1e-3, 'bidirectional attention changes the embedding');
+  const img = await runCli(['embed', '--model', model, '--bidirectional', '--text', 'a', '--image', fixture('llava', 'images', 'red-square.png')]);
+  assert.equal(img.code, 2, img.stderr);
+  assert.match(img.stderr, /--bidirectional embeds texts only, and 1 input has an image/);
+});
+
 test('unime embed writes a float32 .npy with a v1 header, from --input jsonl and txt', async () => {
   const jsonl = path.join(dir, 'in.jsonl');
   await fsp.writeFile(jsonl, ['{"text": "one"}', '{"text": "two two"}', '', '{"text": "three three three"}'].join('\n'));
