@@ -43,7 +43,7 @@ import { ShuffledBatches } from './data.js';
 import { DropoutReplay, lossSummary } from './dropout-replay.js';
 import { gradCacheStep } from './gradcache.js';
 import { FULL_MODEL_DIR } from './teacher-embed.js';
-import { loopOptionsFromRecipe, train } from './trainer.js';
+import { loopOptionsFromRecipe, loraOptionsFromRecipe, train } from './trainer.js';
 import '../recipes/kinds.js';
 import type { z } from 'zod';
 import type { captionContrastiveSchema } from '../recipes/kinds.js';
@@ -210,13 +210,7 @@ export async function runCaptionContrastive(ctx: StageContext<CaptionContrastive
       await mergeAdapterChain(decoder, chain);
     }
     if (s.lora !== null) {
-      adapter = applyLora(decoder, {
-        r: s.lora.rank,
-        alpha: s.lora.alpha,
-        dropout: s.lora.dropout,
-        targetModules: s.lora.target_modules,
-        rng: rng.fork('lora'),
-      });
+      adapter = applyLora(decoder, loraOptionsFromRecipe(s.lora, rng));
     }
     const enc: TextEncoder = { tokenizer, decoder, pooling: s.pooling, maxLength: s.max_length, dir: modelDir };
     adapter?.train(false);

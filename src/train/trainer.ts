@@ -17,7 +17,8 @@ import { tf, type Tensor } from '../runtime/tf.js';
 import { scoped } from '../runtime/memory.js';
 import { Rng, type RngState } from '../runtime/rng.js';
 import { UnimeError } from '../errors.js';
-import type { TrainLoopConfig } from '../recipes/schema.js';
+import type { LoraConfig, TrainLoopConfig } from '../recipes/schema.js';
+import type { LoraOptions } from '../models/peft/lora.js';
 import { AdamW } from './adamw.js';
 import { makeSchedule, type ScheduleKind } from './schedule.js';
 import { accumulateGrads, checkGrads, checkLoss, clipGradNorm, globalNorm, gradNorms, scaleGrads } from './clip.js';
@@ -82,6 +83,11 @@ export interface TrainLoopOptions {
   logEvery?: number;
   /** Checkpoint every N optimizer steps (and always at the end); null = only at the end. */
   saveEvery?: number | null;
+}
+
+/** Map a validated recipe `lora:` block onto applyLora's options (its init draws from rng's 'lora' fork). */
+export function loraOptionsFromRecipe(l: LoraConfig, rng: Rng): LoraOptions {
+  return { r: l.rank, alpha: l.alpha, dropout: l.dropout, targetModules: l.target_modules, rng: rng.fork('lora') };
 }
 
 /** Map a validated recipe `train:` block onto the loop's options. */

@@ -29,7 +29,7 @@ import { ShuffledBatches } from './data.js';
 import { DropoutReplay, lossSummary } from './dropout-replay.js';
 import { gradCacheStep } from './gradcache.js';
 import { distinctTexts, readTeacherCache } from './teacher-embed.js';
-import { loopOptionsFromRecipe, train } from './trainer.js';
+import { loopOptionsFromRecipe, loraOptionsFromRecipe, train } from './trainer.js';
 import '../recipes/kinds.js';
 import type { z } from 'zod';
 import type { unimeDistillSchema } from '../recipes/kinds.js';
@@ -83,13 +83,7 @@ export async function loadDistillStudent(modelDir: string, stage: UnimeDistillSt
   const tokenizer = await loadTokenizer(modelDir);
   const decoder = await loadTextDecoder(modelDir, { trainable: false });
   try {
-    const adapter = applyLora(decoder, {
-      r: stage.lora.rank,
-      alpha: stage.lora.alpha,
-      dropout: stage.lora.dropout,
-      targetModules: stage.lora.target_modules,
-      rng: rng.fork('lora'),
-    });
+    const adapter = applyLora(decoder, loraOptionsFromRecipe(stage.lora, rng));
     return { tokenizer, decoder, adapter };
   } catch (e) {
     decoder.dispose();

@@ -29,7 +29,7 @@ import { tf, type Tensor } from '../runtime/tf.js';
 import { ShuffledBatches, SubsetBatches, type TrainData } from './data.js';
 import { DropoutReplay, lossSummary } from './dropout-replay.js';
 import { gradCacheStep } from './gradcache.js';
-import { loopOptionsFromRecipe, train } from './trainer.js';
+import { loopOptionsFromRecipe, loraOptionsFromRecipe, train } from './trainer.js';
 
 export type UnimeHardnegStage = z.output<typeof unimeHardnegSchema>;
 
@@ -158,13 +158,7 @@ export async function runUnimeHardneg(ctx: StageContext<UnimeHardnegStage>): Pro
       throw new UnimeError(`${s.model.path} is a text-only model but the data has images`, { field: 'model', fix: 'train stage 2 on a multimodal checkpoint (LLaVA, ...)' });
     }
     await mergeAdapterChain(model.decoder, chain);
-    const adapter = applyLora(model.decoder, {
-      r: s.lora.rank,
-      alpha: s.lora.alpha,
-      dropout: s.lora.dropout,
-      targetModules: s.lora.target_modules,
-      rng: rng.fork('lora'),
-    });
+    const adapter = applyLora(model.decoder, loraOptionsFromRecipe(s.lora, rng));
     ownVariables.push(...adapter.variables);
     await writeAdapterChain(ctx.outputDir, chain);
     adapter.train(true);
