@@ -151,9 +151,8 @@ function curveCells(records: readonly MetricRecord[]): string[] {
   ];
 }
 
-/** The distractor statistics an eval stage wrote into its summary, or null when it has none (or no summary). */
+/** The distractor statistics an eval stage wrote into its summary, or null when it has none (or no readable summary). */
 async function readDistractorStats(file: string): Promise<Record<string, DistractorStats[]> | null> {
-  if (!existsSync(file)) return null;
   try {
     const summary = JSON.parse(await readFile(file, 'utf8')) as { distractors?: Record<string, DistractorStats[]> } | null;
     return summary?.distractors && typeof summary.distractors === 'object' ? summary.distractors : null;
