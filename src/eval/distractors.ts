@@ -6,9 +6,10 @@
  * correct one: a model that reads which colours are in the image but not which object has which
  * colour loses to `other-object` answers often and to `other` ones rarely.
  */
-import { promises as fsp } from 'node:fs';
+import { existsSync } from 'node:fs';
 import * as path from 'node:path';
 import { UnimeError } from '../errors.js';
+import { readAnnotationRows } from './annotations.js';
 import { escapeHtml, escapeMarkdown } from './report.js';
 
 export const CANDIDATE_ANNOTATIONS_FILE = 'synthetic-meta.jsonl';
@@ -29,26 +30,14 @@ export interface DistractorStats {
  */
 export async function readCandidateKinds(datasetDir: string, candidatesPerRow: readonly number[]): Promise<string[][] | null> {
   const file = path.join(datasetDir, CANDIDATE_ANNOTATIONS_FILE);
-  let text: string;
-  try {
-    text = await fsp.readFile(file, 'utf8');
-  } catch (e) {
-    if ((e as NodeJS.ErrnoException).code === 'ENOENT') return null;
-    throw new UnimeError(`cannot read: ${(e as Error).message}`, { file });
-  }
-  const lines = text.split('\n').filter((l) => l.trim() !== '');
+  if (!existsSync(file)) return null;
+  const rows = await readAnnotationRows(file);
   const fix = 'regenerate the annotations with the data (tools/synth), or remove the file';
-  if (lines.length !== candidatesPerRow.length) {
-    throw new UnimeError(`has ${lines.length} annotation lines for ${candidatesPerRow.length} rows`, { file, fix });
+  if (rows.length !== candidatesPerRow.length) {
+    throw new UnimeError(`has ${rows.length} annotation lines for ${candidatesPerRow.length} rows`, { file, fix });
   }
-  return lines.map((line, i) => {
-    let parsed: unknown;
-    try {
-      parsed = JSON.parse(line);
-    } catch (e) {
-      throw new UnimeError(`line ${i + 1} is not valid JSON: ${(e as Error).message}`, { file, fix });
-    }
-    const cands = (parsed as { candidates?: unknown } | null)?.candidates;
+  return rows.map((row, i) => {
+    const cands = row.candidates;
     const kinds = Array.isArray(cands) ? cands.map((c) => (c as { kind?: unknown } | null)?.kind) : null;
     if (kinds === null || !kinds.every((k): k is string => typeof k === 'string' && k !== '')) {
       throw new UnimeError(`line ${i + 1}: expected candidates to be a list of objects with a string kind`, { file, field: `rows[${i}].candidates`, fix });
