@@ -137,6 +137,16 @@ export async function readImageTextRows(
   return out;
 }
 
+/** The training rows and, when eval_data is set, the held-out rows (read the same way, all of them, paths next to that file). */
+export async function readImageTextSplits(
+  data: Parameters<typeof readImageTextRows>[0],
+  evalData: string | null,
+): Promise<{ rows: ImageTextRow[]; evalRows: ImageTextRow[] | null }> {
+  const rows = await readImageTextRows(data);
+  const evalRows = evalData !== null ? await readImageTextRows({ ...data, path: evalData, image_root: null, max_samples: null }, 'eval_data') : null;
+  return { rows, evalRows };
+}
+
 /** CLIP's processor at `size`: shortest edge to size (bicubic), centre crop, 1/255, OpenAI CLIP mean/std. */
 export function defaultClipProcessor(size: number): Record<string, unknown> {
   return {
@@ -396,8 +406,7 @@ export async function runClipTrain(ctx: StageContext<ClipTrainStage>): Promise<C
   const s = ctx.stage;
   const t = s.train;
   const rng = new Rng(ctx.recipe.seed).fork(`clip-train:${ctx.index}`);
-  const rows = await readImageTextRows(s.data);
-  const evalRows = s.eval_data !== null ? await readImageTextRows({ ...s.data, path: s.eval_data, image_root: null, max_samples: null }, 'eval_data') : null;
+  const { rows, evalRows } = await readImageTextSplits(s.data, s.eval_data);
   const feats = await textFeatures(ctx);
   const dim = feats.dim;
   const phase = s.method === 'proclip' ? s.phase : undefined;

@@ -30,7 +30,7 @@ import type { mllmAlignSchema } from '../recipes/kinds.js';
 import { attachStageRunner, type StageContext, type StageResult } from '../recipes/registry.js';
 import { Rng } from '../runtime/rng.js';
 import { tf } from '../runtime/tf.js';
-import { readImageTextRows, type ImageTextRow } from './clip-train.js';
+import { readImageTextSplits, type ImageTextRow } from './clip-train.js';
 import { ShuffledBatches } from './data.js';
 import { lossSummary } from './dropout-replay.js';
 import { gradCacheStep } from './gradcache.js';
@@ -118,8 +118,7 @@ export async function runMllmAlign(ctx: StageContext<MllmAlignStage>): Promise<M
   const s = ctx.stage;
   const t = s.train;
   const rng = new Rng(ctx.recipe.seed).fork(`mllm-align:${ctx.index}`);
-  const rows = await readImageTextRows(s.data);
-  const evalRows = s.eval_data !== null ? await readImageTextRows({ ...s.data, path: s.eval_data, image_root: null, max_samples: null }, 'eval_data') : null;
+  const { rows, evalRows } = await readImageTextSplits(s.data, s.eval_data);
   const modelDir = await ctx.resolveModel(s.model);
   ctx.log.info(`mllm-align: loading ${s.model.path}`);
   const loaded = await loadMultimodalModel(modelDir, { trainable: true });
