@@ -2,9 +2,10 @@ import type { Argv } from 'yargs';
 import * as path from 'node:path';
 import { handler as wrap } from './common.js';
 import { readMmebReport, summarizeMmeb, MMEB_MAIN_METRIC } from '../eval/aggregate.js';
-import { markdownReport, comparisonMarkdown, writeResultReports, writeComparisonReports } from '../eval/report.js';
+import { markdownReport, comparisonMarkdown, writeResultReports, writeComparisonReports, type ComparisonEntry } from '../eval/report.js';
+import { readSummaryExtras } from '../eval/run-report.js';
 import { UnimeError } from '../errors.js';
-import { EvalInterrupted, failedDatasetsError, runMmebEval } from '../eval/mmeb-eval.js';
+import { EvalInterrupted, failedDatasetsError, runMmebEval, RESULT_FILE, SUMMARY_FILE } from '../eval/mmeb-eval.js';
 import { OTHER_SUITES, type OtherSuite } from '../eval/suite-eval.js';
 
 export const SUITES = ['mmeb', 'retrieval', 'sugarcrepe', 'zeroshot'] as const;
@@ -310,9 +311,14 @@ export function builder(y: Argv) {
         if (a.labels && a.labels.length !== a.results.length) {
           throw new UnimeError(`${a.labels.length} labels for ${a.results.length} results`, { field: '--labels', fix: 'give one label per result file, in the same order' });
         }
-        const entries = [];
+        const entries: ComparisonEntry[] = [];
         for (const [i, file] of a.results.entries()) {
-          entries.push({ label: a.labels?.[i] ?? defaultLabel(file), summary: summarizeMmeb(await readMmebReport(file), a.metric) });
+          // `unime eval mmeb` writes the per-row hits into the summary beside its mmeb.json: with them, deltas get intervals.
+          const extras =
+            path.basename(file) === RESULT_FILE ? await readSummaryExtras(path.join(path.dirname(file), SUMMARY_FILE)) : { rowHits: null, problem: undefined };
+          if (extras.problem) process.stderr.write(`warning: ${extras.problem}\n`);
+          const summary = summarizeMmeb(await readMmebReport(file), a.metric);
+          entries.push({ label: a.labels?.[i] ?? defaultLabel(file), summary, ...(extras.rowHits ? { rowHits: extras.rowHits } : {}) });
         }
         process.stdout.write(comparisonMarkdown(entries));
         if (a.out) {

@@ -209,7 +209,18 @@ export interface DatasetScoreRow {
   readonly missingReason?: string;
 }
 
-export interface MmebSummary {
+/** The aggregate scores of one result (every one of them a mean of dataset scores). */
+export interface MmebAggregates {
+  readonly metaTasks: Readonly<Record<MetaTask, GroupScore>>;
+  readonly ind: GroupScore;
+  readonly ood: GroupScore;
+  /** Mean over all expected datasets (for MMEB all 36: the MMEB standard Overall). */
+  readonly overall: GroupScore;
+  /** Mean of the four meta-task scores (present/expected count meta-tasks): the paper-style overall. */
+  readonly fourCategoryMean: GroupScore;
+}
+
+export interface MmebSummary extends MmebAggregates {
   readonly modelName: string;
   /**
    * Which datasets were expected: 'MMEB' for the 36, else the name of a custom catalog (e.g. the
@@ -220,13 +231,6 @@ export interface MmebSummary {
   readonly metric: string;
   /** Every expected dataset (the 36, in MMEB order, or the catalog's), scored or not. */
   readonly datasets: readonly DatasetScoreRow[];
-  readonly metaTasks: Readonly<Record<MetaTask, GroupScore>>;
-  readonly ind: GroupScore;
-  readonly ood: GroupScore;
-  /** Mean over all expected datasets (for MMEB all 36: the MMEB standard Overall). */
-  readonly overall: GroupScore;
-  /** Mean of the four meta-task scores (present/expected count meta-tasks): the paper-style overall. */
-  readonly fourCategoryMean: GroupScore;
   readonly missing: readonly { name: string; reason: string }[];
   readonly partial: readonly string[];
   /** Scored datasets outside the expected ones, in percent (null when the metric is absent). */
@@ -283,24 +287,7 @@ export function summarizeMmeb(result: MmebResult, metric: string = MMEB_MAIN_MET
     const partial = m.num_pred !== undefined && m.num_data !== undefined && m.num_pred < m.num_data;
     return { ...base, score: v * 100, partial };
   });
-  const byName = new Map(rows.map((r) => [r.name, r]));
-  const pick = (f: { metaTask?: MetaTask; distribution?: Distribution }) =>
-    expected.filter((x) => (f.metaTask === undefined || x.metaTask === f.metaTask) && (f.distribution === undefined || x.distribution === f.distribution));
-  const group = (members: readonly MmebDatasetInfo[]): GroupScore => groupOf(members.map((d) => byName.get(d.name)!));
-
-  const metaTasks = Object.fromEntries(META_TASKS.map((t) => [t, group(pick({ metaTask: t }))])) as Record<MetaTask, GroupScore>;
-  const overall = group(expected);
-  // A catalog without some meta-task leaves it out of the four-category mean rather than marking it missing.
-  const tasksExpected = META_TASKS.filter((t) => metaTasks[t].expected > 0);
-  const taskMeans = tasksExpected.map((t) => metaTasks[t].mean).filter((x): x is number => x !== null);
-  const fourCategoryMean: GroupScore = {
-    mean: taskMeans.length ? mean(taskMeans) : null,
-    complete: tasksExpected.every((t) => metaTasks[t].complete),
-    present: taskMeans.length,
-    expected: tasksExpected.length,
-    missing: overall.missing,
-    partial: overall.partial,
-  };
+  const { metaTasks, ind, ood, overall, fourCategoryMean } = aggregateDatasetRows(rows);
   const expectedNames = new Set(expected.map((d) => canonicalMmebName(d.name) ?? d.name));
   const extra = [...result.image, ...result.extra]
     .filter(([name]) => !expectedNames.has(name))
@@ -314,8 +301,8 @@ export function summarizeMmeb(result: MmebResult, metric: string = MMEB_MAIN_MET
     metric,
     datasets: rows,
     metaTasks,
-    ind: group(pick({ distribution: 'IND' })),
-    ood: group(pick({ distribution: 'OOD' })),
+    ind,
+    ood,
     overall,
     fourCategoryMean,
     missing: rows.filter((r) => r.score === null).map((r) => ({ name: r.name, reason: r.missingReason ?? 'missing' })),
@@ -323,6 +310,29 @@ export function summarizeMmeb(result: MmebResult, metric: string = MMEB_MAIN_MET
     extra,
     complete: overall.complete,
   };
+}
+
+/**
+ * The aggregates of dataset scores: each meta-task, IND, OOD, the overall mean and the four-category
+ * mean, grouped by the rows' own meta-task and distribution. A meta-task no row belongs to is left out
+ * of the four-category mean rather than counted missing. One definition for summaries and for the
+ * resampled scores of the paired bootstrap (significance.ts).
+ */
+export function aggregateDatasetRows(rows: readonly DatasetScoreRow[]): MmebAggregates {
+  const group = (f: (r: DatasetScoreRow) => boolean): GroupScore => groupOf(rows.filter(f));
+  const metaTasks = Object.fromEntries(META_TASKS.map((t) => [t, group((r) => r.metaTask === t)])) as Record<MetaTask, GroupScore>;
+  const overall = groupOf(rows);
+  const tasksExpected = META_TASKS.filter((t) => metaTasks[t].expected > 0);
+  const taskMeans = tasksExpected.map((t) => metaTasks[t].mean).filter((x): x is number => x !== null);
+  const fourCategoryMean: GroupScore = {
+    mean: taskMeans.length ? mean(taskMeans) : null,
+    complete: tasksExpected.every((t) => metaTasks[t].complete),
+    present: taskMeans.length,
+    expected: tasksExpected.length,
+    missing: overall.missing,
+    partial: overall.partial,
+  };
+  return { metaTasks, ind: group((r) => r.distribution === 'IND'), ood: group((r) => r.distribution === 'OOD'), overall, fourCategoryMean };
 }
 
 function groupOf(rows: readonly DatasetScoreRow[]): GroupScore {

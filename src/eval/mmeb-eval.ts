@@ -31,6 +31,7 @@ import { EmbeddingCache, imageDigest, inputKey, type CacheStats, type EmbeddingC
 import { META_TASKS, META_TASK_SHORT, canonicalMmebName, findMmebDataset } from './mmeb-datasets.js';
 import { evaluateMmebDataset, type EmbedFn } from './mmeb-run.js';
 import { writeResultReports } from './report.js';
+import { rowHitsString } from './significance.js';
 import type { DatasetMetrics } from './scoring.js';
 
 /** MMEB-eval's image marker (Phi-3.5-V's), as it appears in qry_text. */
@@ -259,6 +260,7 @@ export async function runMmebEval(o: MmebEvalOptions): Promise<MmebEvalOutcome> 
   };
 
   const distractors: Record<string, DistractorStats[]> = {};
+  const rowHits: Record<string, string> = {};
   try {
     for (const [di, name] of selected.entries()) {
       const td = performance.now();
@@ -290,6 +292,8 @@ export async function runMmebEval(o: MmebEvalOptions): Promise<MmebEvalOutcome> 
           });
           inputs = ev.embedded.queries + ev.embedded.candidates;
           image[name] = ev.metrics;
+          // keyed like the summary's datasets (an MMEB folder may be named by an alias)
+          rowHits[canonicalMmebName(name) ?? name] = rowHitsString(ev.ranks);
           try {
             const kinds = await readCandidateKinds(path.join(data.root, name), ds.rows.map((r) => r.tgt_text.length));
             if (kinds !== null) distractors[name] = distractorStats(ev.outranked, kinds);
@@ -367,7 +371,7 @@ export async function runMmebEval(o: MmebEvalOptions): Promise<MmebEvalOutcome> 
   const cacheInfo = o.cacheDir === null ? null : { dir: cache.dir, ...cache.stats };
   await writeJsonAtomic(
     files.summary,
-    summaryJson(summary, { runs, failed, embedded: totalEmbedded, cached: totalCached, seconds, modelSeconds: totalModelSeconds, eps, cache: cacheInfo, distractors }),
+    summaryJson(summary, { runs, failed, embedded: totalEmbedded, cached: totalCached, seconds, modelSeconds: totalModelSeconds, eps, cache: cacheInfo, distractors, rowHits }),
   );
   const column = [{ label: o.modelName, stats: distractors }];
   await writeResultReports(o.outDir, summary, { baseName: REPORT_BASENAME, appendix: { markdown: distractorMarkdown(column), html: distractorHtml(column) } });
@@ -404,6 +408,8 @@ function summaryJson(
     eps: number | null;
     cache: unknown;
     distractors: Record<string, DistractorStats[]>;
+    /** hit@1 per row ('1'/'0' in row order), for the paired bootstrap of comparisons (significance.ts). */
+    rowHits: Record<string, string>;
   },
 ): Record<string, unknown> {
   return {
@@ -429,6 +435,7 @@ function summaryJson(
     embeddings_per_second: x.eps,
     cache: x.cache,
     ...(Object.keys(x.distractors).length > 0 ? { distractors: x.distractors } : {}),
+    row_hits: x.rowHits,
   };
 }
 

@@ -12,6 +12,7 @@ import { UnimeError } from '../errors.js';
 import { writeBytesAtomic } from '../io/atomic.js';
 import { type GroupScore, type MmebSummary, formatScore, roundHalfEven } from './aggregate.js';
 import { type MetaTask, META_TASKS, META_TASK_SHORT } from './mmeb-datasets.js';
+import { type AggregateKey, type DeltaIntervals, type Interval, type RowHits, aggregateOf, pairedBootstrap } from './significance.js';
 
 export interface ReportOptions {
   /** Page / document title; default names the model. */
@@ -26,6 +27,8 @@ export interface ReportOptions {
 export interface ComparisonEntry {
   readonly label: string;
   readonly summary: MmebSummary;
+  /** Per-row hit@1 (mmeb-summary.json `row_hits`): with it on both sides, deltas get a bootstrap interval. */
+  readonly rowHits?: RowHits;
 }
 
 const INCOMPLETE = '(incomplete)';
@@ -47,7 +50,7 @@ export function escapeMarkdown(s: string): string {
 
 interface SummaryLine {
   label: (s: MmebSummary) => string;
-  pick: (s: MmebSummary) => GroupScore;
+  key: AggregateKey;
   unit: 'datasets' | 'meta-tasks';
 }
 
@@ -55,15 +58,15 @@ interface SummaryLine {
 const SUMMARY_LINES: readonly SummaryLine[] = [
   {
     label: (s) => `Overall (mean of ${s.overall.expected} datasets${s.benchmark === 'MMEB' ? ', MMEB standard' : ''})`,
-    pick: (s) => s.overall,
+    key: 'overall',
     unit: 'datasets',
   },
-  { label: (s) => `IND (${s.ind.expected} datasets)`, pick: (s) => s.ind, unit: 'datasets' },
-  { label: (s) => `OOD (${s.ood.expected} datasets)`, pick: (s) => s.ood, unit: 'datasets' },
-  ...META_TASKS.map((t): SummaryLine => ({ label: () => metaTaskLabel(t), pick: (s) => s.metaTasks[t], unit: 'datasets' })),
+  { label: (s) => `IND (${s.ind.expected} datasets)`, key: 'ind', unit: 'datasets' },
+  { label: (s) => `OOD (${s.ood.expected} datasets)`, key: 'ood', unit: 'datasets' },
+  ...META_TASKS.map((t): SummaryLine => ({ label: () => metaTaskLabel(t), key: t, unit: 'datasets' })),
   {
     label: (s) => `Four-category mean (paper-style overall${s.benchmark === 'MMEB' ? ', not the MMEB standard' : ''})`,
-    pick: (s) => s.fourCategoryMean,
+    key: 'fourCategoryMean',
     unit: 'meta-tasks',
   },
 ];
@@ -130,7 +133,7 @@ export function markdownReport(summary: MmebSummary, options: ReportOptions = {}
       ['Score', 'Value', 'Present'],
       ['l', 'r', 'r'],
       SUMMARY_LINES.map((l) => {
-        const g = l.pick(summary);
+        const g = aggregateOf(summary, l.key);
         return [l.label(summary), groupCell(g, dec), `${g.present}/${g.expected} ${l.unit}`];
       }),
     ),
@@ -157,24 +160,12 @@ export function markdownReport(summary: MmebSummary, options: ReportOptions = {}
 
 /** Markdown side by side; deltas are against the first entry. */
 export function comparisonMarkdown(entries: readonly ComparisonEntry[], options: ReportOptions = {}): string {
-  checkEntries(entries);
-  const dec = options.decimals ?? 2;
+  const t = comparisonTables(entries, options);
   const esc = escapeMarkdown;
-  const base = entries[0]!;
-  const header = ['Score', esc(base.label)];
-  for (const e of entries.slice(1)) header.push(esc(e.label), `Δ vs ${esc(base.label)}`);
-  const align = header.map((_, i) => (i === 0 ? 'l' : 'r') as 'l' | 'r');
-  const cells = (pick: (s: MmebSummary) => { v: number | null; text: string; complete: boolean }): string[] => {
-    const b = pick(base.summary);
-    const row = [b.text];
-    for (const e of entries.slice(1)) {
-      const x = pick(e.summary);
-      row.push(x.text, formatDelta(b.v, x.v, dec) + (b.complete && x.complete ? '' : ` ${INCOMPLETE}`));
-    }
-    return row;
-  };
+  // Cell texts are numbers and fixed words ("missing", "(incomplete)"): nothing to escape.
+  const text = (cells: readonly ComparisonCell[]) => cells.map((c) => c.text);
   const out: string[] = [];
-  out.push(`# ${esc(options.title ?? `${resultsHeading(entries[0]!.summary)}: ${entries.map((e) => e.label).join(' vs ')}`)}`, '');
+  out.push(`# ${esc(t.title)}`, '');
   out.push(
     mdTable(
       ['Run', 'Model'],
@@ -183,21 +174,9 @@ export function comparisonMarkdown(entries: readonly ComparisonEntry[], options:
     ),
     '',
   );
-  out.push(metricNote(esc(base.summary.metric), dec) + ` Δ is against ${esc(base.label)}, from unrounded scores.`, '');
-  out.push(
-    mdTable(
-      header,
-      align,
-      SUMMARY_LINES.map((l) => [
-        l.label(base.summary),
-        ...cells((s) => {
-          const g = l.pick(s);
-          return { v: g.mean, text: groupCell(g, dec), complete: g.complete };
-        }),
-      ]),
-    ),
-    '',
-  );
+  out.push(esc(t.note), '');
+  const align = t.header.map((_, i) => (i === 0 ? 'l' : 'r') as 'l' | 'r');
+  out.push(mdTable(t.header.map(esc), align, t.summaryRows.map((r) => [esc(r.label), ...text(r.cells)])), '');
   for (const e of entries) {
     const missing = missingSentence(e.summary, esc);
     if (missing) out.push(`**${esc(e.label)} is incomplete.** ${missing}`, '');
@@ -205,21 +184,98 @@ export function comparisonMarkdown(entries: readonly ComparisonEntry[], options:
   out.push('## Per dataset', '');
   out.push(
     mdTable(
-      ['Dataset', 'Meta-task', 'Split', ...header.slice(1)],
+      ['Dataset', 'Meta-task', 'Split', ...t.header.slice(1)].map(esc),
       ['l', 'l', 'l', ...align.slice(1)],
-      base.summary.datasets.map((d, i) => [
-        esc(d.name),
-        d.metaTask,
-        d.distribution,
-        ...cells((s) => {
-          const row = s.datasets[i]!;
-          return { v: row.score, text: scoreCell(row.score, dec) + (row.partial ? ' (partial)' : ''), complete: !row.partial };
-        }),
-      ]),
+      t.datasetRows.map((r) => [esc(r.name), r.metaTask, r.distribution, ...text(r.cells)]),
     ),
     '',
   );
   return out.join('\n');
+}
+
+interface ComparisonCell {
+  text: string;
+  incomplete: boolean;
+}
+
+/** What both formats of a comparison show, as plain text (each format escapes it). */
+interface ComparisonTables {
+  title: string;
+  /** Score, the baseline, then per other entry its score and its delta. */
+  header: string[];
+  /** The metric, the delta and (when there are intervals) how to read them. */
+  note: string;
+  summaryRows: { label: string; cells: ComparisonCell[] }[];
+  datasetRows: { name: string; metaTask: MetaTask; distribution: string; cells: ComparisonCell[] }[];
+}
+
+function comparisonTables(entries: readonly ComparisonEntry[], options: ReportOptions): ComparisonTables {
+  checkEntries(entries);
+  const dec = options.decimals ?? 2;
+  const base = entries[0]!;
+  const others = entries.slice(1);
+  const intervals = others.map((e) => pairedBootstrap(base, e));
+  const header = ['Score', base.label];
+  for (const e of others) header.push(e.label, `Δ vs ${base.label}`);
+  const cells = (
+    pick: (s: MmebSummary) => { v: number | null; text: string; complete: boolean },
+    intervalOf: (d: DeltaIntervals) => Interval | undefined,
+  ): ComparisonCell[] => {
+    const b = pick(base.summary);
+    const row: ComparisonCell[] = [{ text: b.text, incomplete: !b.complete }];
+    others.forEach((e, i) => {
+      const x = pick(e.summary);
+      const both = b.complete && x.complete;
+      const iv = intervals[i] ? intervalOf(intervals[i]!) : undefined;
+      const delta = formatDelta(b.v, x.v, dec) + (iv && b.v !== null && x.v !== null ? ` ${formatInterval(iv)}` : '');
+      row.push({ text: x.text, incomplete: !x.complete }, { text: delta + (both ? '' : ` ${INCOMPLETE}`), incomplete: !both });
+    });
+    return row;
+  };
+  const withIntervals = intervals.find((d) => d !== null && (d.datasets.size > 0 || d.aggregates.size > 0));
+  let note = `${metricNote(base.summary.metric, dec)} Δ is against ${base.label}, from unrounded scores.`;
+  if (withIntervals) {
+    note +=
+      ` In brackets after a Δ: its ${Math.round(withIntervals.level * 100)} % interval from a paired bootstrap over the evaluation rows` +
+      ` (${withIntervals.resamples} resamples of each dataset's rows, the same rows for both runs). An interval that holds 0 is a difference` +
+      ' that another draw of rows like these might not show; it does not measure how much another training run would vary.';
+  }
+  return {
+    title: options.title ?? `${resultsHeading(base.summary)}: ${entries.map((e) => e.label).join(' vs ')}`,
+    header,
+    note,
+    summaryRows: SUMMARY_LINES.map((l) => ({
+      label: l.label(base.summary),
+      cells: cells(
+        (s) => {
+          const g = aggregateOf(s, l.key);
+          return { v: g.mean, text: groupCell(g, dec), complete: g.complete };
+        },
+        (d) => d.aggregates.get(l.key),
+      ),
+    })),
+    datasetRows: base.summary.datasets.map((d, i) => ({
+      name: d.name,
+      metaTask: d.metaTask,
+      distribution: d.distribution,
+      cells: cells(
+        (s) => {
+          const row = s.datasets[i]!;
+          return { v: row.score, text: scoreCell(row.score, dec) + (row.partial ? ' (partial)' : ''), complete: !row.partial };
+        },
+        (iv) => iv.datasets.get(d.name),
+      ),
+    })),
+  };
+}
+
+/** "[-3.5, +7.0]": an interval of a difference, in percentage points, one decimal. */
+export function formatInterval(iv: Interval): string {
+  const signed = (x: number) => {
+    const r = roundHalfEven(x, 1);
+    return r === 0 ? '0.0' : (r > 0 ? '+' : '-') + Math.abs(r).toFixed(1);
+  };
+  return `[${signed(iv.low)}, ${signed(iv.high)}]`;
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -333,8 +389,8 @@ function htmlTable(header: readonly string[], rows: readonly (readonly { html: s
 function summaryChartGroups(summaries: readonly MmebSummary[]): ChartGroup[] {
   return SUMMARY_LINES.map((l, i) => ({
     label: SHORT_SUMMARY_LABELS[i]!,
-    values: summaries.map((s) => l.pick(s).mean),
-    incomplete: summaries.map((s) => !l.pick(s).complete),
+    values: summaries.map((s) => aggregateOf(s, l.key).mean),
+    incomplete: summaries.map((s) => !aggregateOf(s, l.key).complete),
   }));
 }
 
@@ -371,7 +427,7 @@ export function htmlReport(summary: MmebSummary, options: ReportOptions = {}): s
     htmlTable(
       ['Score', 'Value', 'Present'],
       SUMMARY_LINES.map((l) => {
-        const g = l.pick(summary);
+        const g = aggregateOf(summary, l.key);
         return [
           { html: escapeHtml(l.label(summary)) },
           { html: escapeHtml(groupCell(g, dec)), num: true, cls: g.complete ? '' : 'incomplete' },
@@ -413,51 +469,24 @@ export function comparisonHtml(entries: readonly ComparisonEntry[], options: Rep
 
 /** The comparison's title and the HTML inside <body>, for pages that hold more (a run report). */
 export function comparisonHtmlParts(entries: readonly ComparisonEntry[], options: ReportOptions = {}): { title: string; body: string } {
-  checkEntries(entries);
+  const t = comparisonTables(entries, options);
   const dec = options.decimals ?? 2;
-  const base = entries[0]!;
-  const title = options.title ?? `${resultsHeading(entries[0]!.summary)}: ${entries.map((e) => e.label).join(' vs ')}`;
-  const header = ['Score', escapeHtml(base.label)];
-  for (const e of entries.slice(1)) header.push(escapeHtml(e.label), `Δ vs ${escapeHtml(base.label)}`);
-  type Cell = { html: string; num?: boolean; cls?: string };
-  const cells = (pick: (s: MmebSummary) => { v: number | null; text: string; complete: boolean }): Cell[] => {
-    const b = pick(base.summary);
-    const row: Cell[] = [{ html: escapeHtml(b.text), num: true, cls: b.complete ? '' : 'incomplete' }];
-    for (const e of entries.slice(1)) {
-      const x = pick(e.summary);
-      const both = b.complete && x.complete;
-      row.push(
-        { html: escapeHtml(x.text), num: true, cls: x.complete ? '' : 'incomplete' },
-        { html: escapeHtml(formatDelta(b.v, x.v, dec) + (both ? '' : ` ${INCOMPLETE}`)), num: true, cls: both ? '' : 'incomplete' },
-      );
-    }
-    return row;
-  };
+  const html = (cells: readonly ComparisonCell[]) => cells.map((c) => ({ html: escapeHtml(c.text), num: true, cls: c.incomplete ? 'incomplete' : '' }));
+  const header = t.header.map(escapeHtml);
   const body: string[] = [];
-  body.push(`<h1>${escapeHtml(title)}</h1>`);
+  body.push(`<h1>${escapeHtml(t.title)}</h1>`);
   body.push(
     htmlTable(
       ['Run', 'Model'],
       entries.map((e) => [{ html: escapeHtml(e.label) }, { html: escapeHtml(e.summary.modelName) }]),
     ),
   );
-  body.push(`<p class="note">${escapeHtml(`${metricNote(base.summary.metric, dec)} Δ is against ${base.label}, from unrounded scores.`)}</p>`);
+  body.push(`<p class="note">${escapeHtml(t.note)}</p>`);
   for (const e of entries) {
     const missing = missingSentence(e.summary, (x) => x);
     if (missing) body.push(`<p class="warn"><strong>${escapeHtml(e.label)} is incomplete.</strong> ${escapeHtml(missing)}</p>`);
   }
-  body.push(
-    htmlTable(
-      header,
-      SUMMARY_LINES.map((l) => [
-        { html: escapeHtml(l.label(base.summary)) },
-        ...cells((s) => {
-          const g = l.pick(s);
-          return { v: g.mean, text: groupCell(g, dec), complete: g.complete };
-        }),
-      ]),
-    ),
-  );
+  body.push(htmlTable(header, t.summaryRows.map((r) => [{ html: escapeHtml(r.label) }, ...html(r.cells)])));
   const legend = entries
     .map((e, i) => `<span><i style="background:${PALETTE[i % PALETTE.length]}"></i>${escapeHtml(e.label)}</span>`)
     .join('');
@@ -467,18 +496,10 @@ export function comparisonHtmlParts(entries: readonly ComparisonEntry[], options
   body.push(
     htmlTable(
       ['Dataset', 'Meta-task', 'Split', ...header.slice(1)],
-      base.summary.datasets.map((d, i) => [
-        { html: escapeHtml(d.name) },
-        { html: d.metaTask },
-        { html: d.distribution },
-        ...cells((s) => {
-          const row = s.datasets[i]!;
-          return { v: row.score, text: scoreCell(row.score, dec) + (row.partial ? ' (partial)' : ''), complete: !row.partial };
-        }),
-      ]),
+      t.datasetRows.map((r) => [{ html: escapeHtml(r.name) }, { html: r.metaTask }, { html: escapeHtml(r.distribution) }, ...html(r.cells)]),
     ),
   );
-  return { title, body: body.join('\n') };
+  return { title: t.title, body: body.join('\n') };
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -14,6 +14,7 @@ import { METRICS_FILE, readMetrics, type MetricRecord } from '../train/metrics.j
 import { readMmebReport, summarizeMmeb } from './aggregate.js';
 import { distractorHtml, distractorMarkdown, type DistractorColumn, type DistractorStats } from './distractors.js';
 import { RESULT_FILE, SUMMARY_FILE } from './mmeb-eval.js';
+import { parseRowHits, type RowHits } from './significance.js';
 import { type ComparisonEntry, comparisonHtmlParts, comparisonMarkdown, escapeHtml, escapeMarkdown, htmlPage } from './report.js';
 
 export interface StageDir {
@@ -55,9 +56,10 @@ export async function writeRunReport(runDir: string, evalStageDirs: readonly Sta
       continue;
     }
     try {
-      entries.push({ label: s.label, summary: summarizeMmeb(await readMmebReport(file)) });
-      const stats = await readDistractorStats(path.join(s.dir, SUMMARY_FILE));
-      if (stats !== null) distractors.push({ label: s.label, stats });
+      const extras = await readSummaryExtras(path.join(s.dir, SUMMARY_FILE));
+      if (extras.problem) notes.push(`Eval stage "${s.label}": ${extras.problem}`);
+      entries.push({ label: s.label, summary: summarizeMmeb(await readMmebReport(file)), ...(extras.rowHits ? { rowHits: extras.rowHits } : {}) });
+      if (extras.distractors !== null) distractors.push({ label: s.label, stats: extras.distractors });
     } catch (e) {
       notes.push(`Eval stage "${s.label}": ${(e as Error).message.split('\n')[0]} (left out of the comparison).`);
     }
@@ -151,12 +153,24 @@ function curveCells(records: readonly MetricRecord[]): string[] {
   ];
 }
 
-/** The distractor statistics an eval stage wrote into its summary, or null when it has none (or no readable summary). */
-async function readDistractorStats(file: string): Promise<Record<string, DistractorStats[]> | null> {
+/**
+ * What an eval stage wrote into its summary beside the scores: the distractor statistics and the
+ * per-row hits, each null when absent. A missing or unreadable summary only loses these optional
+ * parts (the scores come from mmeb.json): nulls, no error. Malformed row hits are said in `problem`.
+ */
+export async function readSummaryExtras(
+  file: string,
+): Promise<{ distractors: Record<string, DistractorStats[]> | null; rowHits: RowHits | null; problem?: string }> {
+  let summary: { distractors?: Record<string, DistractorStats[]>; row_hits?: unknown } | null;
   try {
-    const summary = JSON.parse(await readFile(file, 'utf8')) as { distractors?: Record<string, DistractorStats[]> } | null;
-    return summary?.distractors && typeof summary.distractors === 'object' ? summary.distractors : null;
+    summary = JSON.parse(await readFile(file, 'utf8')) as typeof summary;
   } catch {
-    return null; // an unreadable summary only loses this optional table; the scores come from mmeb.json
+    return { distractors: null, rowHits: null };
+  }
+  const distractors = summary?.distractors && typeof summary.distractors === 'object' ? summary.distractors : null;
+  try {
+    return { distractors, rowHits: parseRowHits(summary?.row_hits, file) };
+  } catch (e) {
+    return { distractors, rowHits: null, problem: `no intervals for its deltas: ${(e as Error).message.replace(/\s*\n\s*/g, '; ')}` };
   }
 }

@@ -165,3 +165,32 @@ test('eval compare shows results side by side with deltas, and names a bad file'
     await cleanup();
   }
 });
+
+test('eval compare reads the row hits `unime eval mmeb` writes beside mmeb.json: deltas get bootstrap intervals; malformed ones are a warning', async () => {
+  const { dir, cleanup } = await tempDir();
+  try {
+    // Two MMEB results on ImageNet-1K alone (10 rows), each with its summary's per-row hits.
+    const write = async (name: string, hits: string) => {
+      const d = path.join(dir, name);
+      await fsp.mkdir(d, { recursive: true });
+      const score = [...hits].filter((c) => c === '1').length / hits.length;
+      await fsp.writeFile(path.join(d, 'mmeb.json'), JSON.stringify({ metadata: { model_name: name }, metrics: { image: { 'ImageNet-1K': { 'hit@1': score } } } }));
+      await fsp.writeFile(path.join(d, 'mmeb-summary.json'), JSON.stringify({ row_hits: { 'ImageNet-1K': hits } }));
+      return path.join(d, 'mmeb.json');
+    };
+    const base = await write('base', '1100000000');
+    const trained = await write('trained', '1111111100');
+    const r = await runCli(['eval', 'compare', base, trained]);
+    assert.equal(r.code, 0, r.stderr);
+    // Every row the base gets right the trained model gets right too: the interval stays above 0.
+    assert.match(r.stdout, /\| ImageNet-1K \| Classification \| IND \| 20\.00 \| 80\.00 \| \+60\.00 \[\+[0-9.]+, \+[0-9.]+\] \|/);
+    assert.match(r.stdout, /paired bootstrap/);
+    await fsp.writeFile(path.join(dir, 'trained', 'mmeb-summary.json'), JSON.stringify({ row_hits: { 'ImageNet-1K': 'yes' } }));
+    const w = await runCli(['eval', 'compare', base, trained]);
+    assert.equal(w.code, 0, w.stderr);
+    assert.match(w.stderr, /warning: no intervals for its deltas: [^\n]*trained[/\\]mmeb-summary\.json: row_hits\.ImageNet-1K: must be a string of 0 and 1, one per row; fix: /);
+    assert.match(w.stdout, /\| ImageNet-1K \| Classification \| IND \| 20\.00 \| 80\.00 \| \+60\.00 \|/);
+  } finally {
+    await cleanup();
+  }
+});

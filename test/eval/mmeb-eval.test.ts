@@ -90,6 +90,12 @@ test('the synthetic benchmark: found through its top folder, aggregated per meta
     assert.ok(stats.reduce((n, x) => n + x.beaten, 0) >= misses, name);
   }
   assert.match(md, /## Which distractors win\n[^]*\| SynCls \| same-colour \(\d+\) \| [0-9.]+ \|/);
+  // Per-row hits for the comparisons' bootstrap intervals: one per row, averaging to the score.
+  assert.deepEqual(Object.keys(summary.row_hits).sort(), Object.keys(json.metrics.image).sort());
+  for (const [name, hits] of Object.entries(summary.row_hits as Record<string, string>)) {
+    assert.match(hits, /^[01]{8}$/, name);
+    assert.equal([...hits].filter((c) => c === '1').length / 8, json.metrics.image[name]['hit@1'], name);
+  }
   assert.match(o.table, /Synthetic MMEB results: fake/);
   assert.match(o.table, /SynRet-t2i-OOD\s+Ret\s+OOD\s+[0-9.]+/);
 

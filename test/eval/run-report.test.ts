@@ -47,7 +47,10 @@ test('writeRunReport: base vs stage 1 vs stage 2 per meta-task, IND, OOD, overal
   const s2 = await evalStage('eval-stage2', partial);
   // Distractor statistics, as unime eval writes them into the summary for annotated data (stage 1 has none).
   const stat = (kind: string, beaten: number) => ({ kind, rows: 8, beaten, rate: (100 * beaten) / 8 });
-  await fsp.writeFile(path.join(base.dir, SUMMARY_FILE), JSON.stringify({ distractors: { SynCls: [stat('same-colour', 6), stat('other', 1)] } }));
+  // Row hits (8 rows each, averaging to the scores above) on base and stage 1: their deltas get intervals.
+  const hits = (n: number, extra: Record<string, string> = {}) => ({ ...Object.fromEntries(CATALOG.datasets.map((d) => [d.name, '1'.repeat(n) + '0'.repeat(8 - n)])), ...extra });
+  await fsp.writeFile(path.join(base.dir, SUMMARY_FILE), JSON.stringify({ distractors: { SynCls: [stat('same-colour', 6), stat('other', 1)] }, row_hits: hits(2) }));
+  await fsp.writeFile(path.join(s1.dir, SUMMARY_FILE), JSON.stringify({ row_hits: hits(4, { 'SynGrd-OOD': '11111100' }) }));
   await fsp.writeFile(path.join(s2.dir, SUMMARY_FILE), JSON.stringify({ distractors: { SynCls: [stat('same-colour', 2)] } }));
   const missingEval = { label: 'eval-never-ran', dir: path.join(dir, 'run', 'eval-never-ran') };
   const t1 = await trainStage('distill', [2.0, 1.5, 1.2, 1.0]);
@@ -65,11 +68,14 @@ test('writeRunReport: base vs stage 1 vs stage 2 per meta-task, IND, OOD, overal
   assert.match(md, /^## Evaluation$/m);
   assert.match(md, /^## Synthetic MMEB results: base vs eval-stage1 vs eval-stage2$/m);
   // Overall: base 25, stage 1 (5*50 + 75)/6 = 54.17, stage 2 87.5 over 5 of 6 (incomplete).
-  assert.match(md, /\| Overall \(mean of 6 datasets\) \| 25\.00 \| 54\.17 \| \+29\.17 \| 87\.50 \(incomplete\) \| \+62\.50 \(incomplete\) \|/);
-  assert.match(md, /\| IND \(4 datasets\) \| 25\.00 \| 50\.00 \| \+25\.00 \|/);
-  assert.match(md, /\| OOD \(2 datasets\) \| 25\.00 \| 62\.50 \| \+37\.50 \|/);
-  assert.match(md, /\| Grounding \(Grd\) \| 25\.00 \| 62\.50 \| \+37\.50 \|/);
-  assert.match(md, /\| VQA \| 25\.00 \| 50\.00 \| \+25\.00 \| n\/a \| n\/a \(incomplete\) \|/);
+  // Stage 1's deltas carry bootstrap intervals (both sides have row hits); stage 2's do not.
+  const iv = '\\[[-+]?[0-9.]+, [-+]?[0-9.]+\\]';
+  assert.match(md, new RegExp(`\\| Overall \\(mean of 6 datasets\\) \\| 25\\.00 \\| 54\\.17 \\| \\+29\\.17 ${iv} \\| 87\\.50 \\(incomplete\\) \\| \\+62\\.50 \\(incomplete\\) \\|`));
+  assert.match(md, new RegExp(`\\| IND \\(4 datasets\\) \\| 25\\.00 \\| 50\\.00 \\| \\+25\\.00 ${iv} \\|`));
+  assert.match(md, new RegExp(`\\| OOD \\(2 datasets\\) \\| 25\\.00 \\| 62\\.50 \\| \\+37\\.50 ${iv} \\|`));
+  assert.match(md, new RegExp(`\\| Grounding \\(Grd\\) \\| 25\\.00 \\| 62\\.50 \\| \\+37\\.50 ${iv} \\|`));
+  assert.match(md, new RegExp(`\\| VQA \\| 25\\.00 \\| 50\\.00 \\| \\+25\\.00 ${iv} \\| n\\/a \\| n\\/a \\(incomplete\\) \\|`));
+  assert.match(md, /paired bootstrap over the evaluation rows/);
   assert.match(md, /\*\*eval-stage2 is incomplete\.\*\* 1 of 6 datasets missing: SynVQA/);
   assert.match(md, /Eval stage "eval-never-ran" has no results/);
   assert.match(md, /Training stage "empty" has no logged steps/);
