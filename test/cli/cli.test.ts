@@ -1,6 +1,10 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
+import { spawnSync } from 'node:child_process';
+import { readFileSync } from 'node:fs';
+import * as path from 'node:path';
 import { runCli } from './run-cli.js';
+import { repoRoot } from '../helpers.js';
 
 test('unime --help lists every command', async () => {
   const r = await runCli(['--help']);
@@ -13,6 +17,17 @@ test('unime --help lists every command', async () => {
 test('unime --version prints the package version', async () => {
   const r = await runCli(['--version']);
   assert.equal(r.code, 0);
+  assert.match(r.stdout.trim(), /^\d+\.\d+\.\d+/);
+});
+
+test('the bin starts through its own shebang line (interpreter and V8 flags valid here), as npx runs it', () => {
+  const bin = path.join(repoRoot, 'dist', 'src', 'cli', 'main.js');
+  const line = readFileSync(bin, 'utf8').split('\n', 1)[0]!;
+  const m = /^#!(\S+)(?: (.*))?$/.exec(line);
+  assert.ok(m, line);
+  // The kernel passes everything after the interpreter as one argument, then the script's path.
+  const r = spawnSync(m[1]!, [...(m[2] ? [m[2]] : []), bin, '--version'], { encoding: 'utf8' });
+  assert.equal(r.status, 0, r.stderr);
   assert.match(r.stdout.trim(), /^\d+\.\d+\.\d+/);
 });
 
