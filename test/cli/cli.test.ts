@@ -1,7 +1,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
-import { readFileSync } from 'node:fs';
+import { readFileSync, statSync } from 'node:fs';
 import * as path from 'node:path';
 import { runCli } from './run-cli.js';
 import { repoRoot } from '../helpers.js';
@@ -22,6 +22,8 @@ test('unime --version prints the package version', async () => {
 
 test('the bin starts through its own shebang line (interpreter and V8 flags valid here), as npx runs it', () => {
   const bin = path.join(repoRoot, 'dist', 'src', 'cli', 'main.js');
+  // npx runs it directly; a copy of the package it cached earlier does not chmod it again (Permission denied).
+  if (process.platform !== 'win32') assert.ok(statSync(bin).mode & 0o100, `${bin} is not executable: npm run build makes it so`);
   const line = readFileSync(bin, 'utf8').split('\n', 1)[0]!;
   const m = /^#!(\S+)(?: (.*))?$/.exec(line);
   assert.ok(m, line);
