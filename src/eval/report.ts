@@ -116,7 +116,7 @@ function metricNote(metric: string, decimals: number): string {
 // ---------------------------------------------------------------------------------------------
 // Markdown
 
-function mdTable(header: readonly string[], align: readonly ('l' | 'r')[], rows: readonly (readonly string[])[]): string {
+export function mdTable(header: readonly string[], align: readonly ('l' | 'r')[], rows: readonly (readonly string[])[]): string {
   const line = (cells: readonly string[]) => `| ${cells.join(' | ')} |`;
   return [line(header), line(align.map((a) => (a === 'r' ? '---:' : '---'))), ...rows.map(line)].join('\n');
 }
@@ -372,7 +372,7 @@ export function htmlPage(title: string, body: string): string {
   ].join('\n');
 }
 
-function htmlTable(header: readonly string[], rows: readonly (readonly { html: string; num?: boolean; cls?: string }[])[]): string {
+export function htmlTable(header: readonly string[], rows: readonly (readonly { html: string; num?: boolean; cls?: string }[])[]): string {
   const th = header.map((h) => `<th>${h}</th>`).join('');
   const trs = rows.map(
     (r) =>

@@ -1,7 +1,8 @@
 /**
  * The report of a multi-stage run (report.md + report.html in the run dir): the MMEB comparison of
  * its eval stages (base vs stage 1 vs stage 2: meta-tasks, IND, OOD, overall, per dataset, with
- * deltas against the first) and the loss curve of each training stage from its metrics.jsonl.
+ * deltas against the first), a table per other suite (caption retrieval, SugarCrepe, zero-shot: one
+ * column per eval stage) and the loss curve of each training stage from its metrics.jsonl.
  * An eval stage without results, or a training stage without metrics, is said so in the report,
  * never dropped silently.
  */
@@ -11,15 +12,73 @@ import * as path from 'node:path';
 import { writeBytesAtomic } from '../io/atomic.js';
 import { lineChartSvg } from '../train/plots.js';
 import { METRICS_FILE, readMetrics, type MetricRecord } from '../train/metrics.js';
-import { readMmebReport, summarizeMmeb } from './aggregate.js';
+import { formatScore, readMmebReport, summarizeMmeb } from './aggregate.js';
 import { distractorHtml, distractorMarkdown, type DistractorColumn, type DistractorStats } from './distractors.js';
 import { RESULT_FILE, SUMMARY_FILE } from './mmeb-eval.js';
 import { parseRowHits, type RowHits } from './significance.js';
-import { type ComparisonEntry, comparisonHtmlParts, comparisonMarkdown, escapeHtml, escapeMarkdown, htmlPage } from './report.js';
+import { type ComparisonEntry, comparisonHtmlParts, comparisonMarkdown, escapeHtml, escapeMarkdown, formatDelta, htmlPage, htmlTable, mdTable } from './report.js';
+import { OTHER_SUITES, readSuiteResult, type OtherSuite, type SuiteResultSummary } from './suite-eval.js';
 
 export interface StageDir {
   label: string;
   dir: string;
+}
+
+/** An eval stage of another suite than MMEB (caption retrieval, SugarCrepe, zero-shot). */
+export interface SuiteStageDir extends StageDir {
+  suite: OtherSuite;
+}
+
+const SUITE_TITLES: Readonly<Record<OtherSuite, string>> = {
+  retrieval: 'Caption retrieval (recall, percent)',
+  sugarcrepe: 'SugarCrepe (accuracy of caption over hard negative, percent)',
+  zeroshot: 'Zero-shot classification (accuracy, percent)',
+};
+
+interface SuiteTable {
+  suite: OtherSuite;
+  header: string[];
+  rows: string[][];
+  /** "label: model" per column. */
+  models: string[];
+}
+
+/** One table per suite: its headline metrics, one column per eval stage, deltas against the first. */
+async function suiteTables(dirs: readonly SuiteStageDir[], notes: string[]): Promise<SuiteTable[]> {
+  const tables: SuiteTable[] = [];
+  for (const suite of OTHER_SUITES) {
+    const results: { label: string; summary: SuiteResultSummary }[] = [];
+    for (const s of dirs.filter((d) => d.suite === suite)) {
+      const file = path.join(s.dir, `${suite}.json`);
+      if (!existsSync(file)) {
+        notes.push(`Eval stage "${s.label}" has no results (no ${file}): left out of the ${suite} table.`);
+        continue;
+      }
+      try {
+        results.push({ label: s.label, summary: await readSuiteResult(file) });
+      } catch (e) {
+        notes.push(`Eval stage "${s.label}": ${(e as Error).message.split('\n')[0]} (left out of the ${suite} table).`);
+      }
+    }
+    if (results.length === 0) continue;
+    const labels: string[] = [];
+    for (const r of results) for (const m of r.summary.metrics) if (!labels.includes(m.label)) labels.push(m.label);
+    const base = results[0]!;
+    const header = ['Metric', base.label];
+    for (const r of results.slice(1)) header.push(r.label, `Δ vs ${base.label}`);
+    const value = (r: (typeof results)[number], label: string) => r.summary.metrics.find((m) => m.label === label)?.value ?? null;
+    const rows = labels.map((label) => {
+      const b = value(base, label);
+      const row = [label, b === null ? 'n/a' : formatScore(b)];
+      for (const r of results.slice(1)) {
+        const v = value(r, label);
+        row.push(v === null ? 'n/a' : formatScore(v), formatDelta(b, v));
+      }
+      return row;
+    });
+    tables.push({ suite, header, rows, models: results.map((r) => `${r.label}: ${r.summary.model}`) });
+  }
+  return tables;
 }
 
 export const RUN_REPORT_BASENAME = 'report';
@@ -45,7 +104,12 @@ function slug(label: string, i: number): string {
 }
 
 /** Write report.md and report.html (and the loss-curve SVGs) into `runDir`. */
-export async function writeRunReport(runDir: string, evalStageDirs: readonly StageDir[], trainStageDirs: readonly StageDir[]): Promise<RunReportFiles> {
+export async function writeRunReport(
+  runDir: string,
+  evalStageDirs: readonly StageDir[],
+  trainStageDirs: readonly StageDir[],
+  suiteStageDirs: readonly SuiteStageDir[] = [],
+): Promise<RunReportFiles> {
   const entries: ComparisonEntry[] = [];
   const notes: string[] = [];
   const distractors: DistractorColumn[] = [];
@@ -74,6 +138,7 @@ export async function writeRunReport(runDir: string, evalStageDirs: readonly Sta
       return same;
     });
   }
+  const suites = await suiteTables(suiteStageDirs, notes);
   const curves: TrainCurve[] = [];
   for (const s of trainStageDirs) {
     const records = await readMetrics(path.join(s.dir, METRICS_FILE));
@@ -97,10 +162,15 @@ export async function writeRunReport(runDir: string, evalStageDirs: readonly Sta
   const md: string[] = [`# ${escapeMarkdown(title)}`, ''];
   if (notes.length) md.push(...notes.map((n) => `- ${escapeMarkdown(n)}`), '');
   md.push('## Evaluation', '');
-  if (comparable.length === 0) md.push('No eval stage has results yet.', '');
-  else md.push(comparisonMarkdown(comparable).replace(/^#/gm, '##'), '');
+  if (comparable.length === 0 && suites.length === 0) md.push('No eval stage has results yet.', '');
+  else if (comparable.length > 0) md.push(comparisonMarkdown(comparable).replace(/^#/gm, '##'), '');
   const distractorMd = distractorMarkdown(distractors, '### Which distractors win');
   if (distractorMd) md.push(distractorMd);
+  for (const t of suites) {
+    md.push(`### ${SUITE_TITLES[t.suite]}`, '');
+    md.push(mdTable(t.header.map(escapeMarkdown), t.header.map((_, i) => (i === 0 ? 'l' : 'r')), t.rows.map((r) => [escapeMarkdown(r[0]!), ...r.slice(1)])), '');
+    md.push(`Models: ${t.models.map(escapeMarkdown).join('; ')}.`, '');
+  }
   md.push('## Training', '');
   if (curves.length === 0) md.push('No training stages.', '');
   else {
@@ -117,10 +187,15 @@ export async function writeRunReport(runDir: string, evalStageDirs: readonly Sta
   const body: string[] = [`<h1>${escapeHtml(title)}</h1>`];
   if (notes.length) body.push(`<ul class="warn">${notes.map((n) => `<li>${escapeHtml(n)}</li>`).join('')}</ul>`);
   body.push('<h2>Evaluation</h2>');
-  if (comparable.length === 0) body.push('<p>No eval stage has results yet.</p>');
-  else body.push(comparisonHtmlParts(comparable).body.replace(/<(\/?)h([1-5])>/g, (_m, close: string, n: string) => `<${close}h${Number(n) + 1}>`));
+  if (comparable.length === 0 && suites.length === 0) body.push('<p>No eval stage has results yet.</p>');
+  else if (comparable.length > 0) body.push(comparisonHtmlParts(comparable).body.replace(/<(\/?)h([1-5])>/g, (_m, close: string, n: string) => `<${close}h${Number(n) + 1}>`));
   const distractorBody = distractorHtml(distractors, 'Which distractors win', 3);
   if (distractorBody) body.push(distractorBody);
+  for (const t of suites) {
+    body.push(`<h3>${escapeHtml(SUITE_TITLES[t.suite])}</h3>`);
+    body.push(htmlTable(t.header.map(escapeHtml), t.rows.map((r) => r.map((c, i) => ({ html: escapeHtml(c), num: i > 0 })))));
+    body.push(`<p class="note">Models: ${escapeHtml(t.models.join('; '))}.</p>`);
+  }
   body.push('<h2>Training</h2>');
   if (curves.length === 0) body.push('<p>No training stages.</p>');
   else {

@@ -339,3 +339,61 @@ export async function runSuiteEval(o: SuiteEvalOptions): Promise<SuiteEvalOutcom
     table: `${title}\n${textTable(header, rows)}\n`,
   };
 }
+
+/** One headline number of a suite result, for tables that put several results side by side. */
+export interface SuiteMetric {
+  label: string;
+  /** Percent. */
+  value: number;
+}
+
+/** A `<suite>.json` read back: which suite, which model, and its headline numbers in report order. */
+export interface SuiteResultSummary {
+  suite: OtherSuite;
+  model: string;
+  metrics: SuiteMetric[];
+}
+
+/** Read a `<suite>.json` that runSuiteEval wrote. Errors name the file and the field. */
+export async function readSuiteResult(file: string): Promise<SuiteResultSummary> {
+  let value: unknown;
+  try {
+    value = JSON.parse(await fsp.readFile(file, 'utf8'));
+  } catch (e) {
+    throw new UnimeError(`cannot read the suite result: ${(e as Error).message}`, { file, fix: 'run the eval stage again (`unime train <recipe> --only <stage> --force`)', cause: e });
+  }
+  return parseSuiteResult(value, file);
+}
+
+export function parseSuiteResult(value: unknown, file = '(suite result)'): SuiteResultSummary {
+  const fix = 'run the eval stage again to rewrite it';
+  const obj = (v: unknown): v is Record<string, unknown> => typeof v === 'object' && v !== null && !Array.isArray(v);
+  if (!obj(value)) throw new UnimeError('expected an object', { file, field: '(top level)', fix });
+  const suite = value.suite;
+  if (typeof suite !== 'string' || !(OTHER_SUITES as readonly string[]).includes(suite)) {
+    throw new UnimeError(`suite must be one of ${OTHER_SUITES.join(', ')}, got ${JSON.stringify(suite)}`, { file, field: 'suite', fix });
+  }
+  const scores = value.scores;
+  if (!obj(scores)) throw new UnimeError('missing or not an object', { file, field: 'scores', fix });
+  const num = (v: unknown, field: string): number => {
+    if (typeof v !== 'number' || !Number.isFinite(v)) throw new UnimeError(`expected a number, got ${JSON.stringify(v)}`, { file, field, fix });
+    return v;
+  };
+  const metrics: SuiteMetric[] = [];
+  if (suite === 'retrieval') {
+    for (const [dir, name] of [['i2t', 'image-to-text'], ['t2i', 'text-to-image']] as const) {
+      for (const k of [1, 5, 10]) metrics.push({ label: `${name} R@${k}`, value: num(scores[`${dir}_r${k}`], `scores.${dir}_r${k}`) });
+    }
+    metrics.push({ label: 'mean of the six recalls', value: num(scores.mean, 'scores.mean') });
+  } else if (suite === 'sugarcrepe') {
+    const subsets = scores.subsets;
+    if (!obj(subsets)) throw new UnimeError('missing or not an object', { file, field: 'scores.subsets', fix });
+    for (const [name, s] of Object.entries(subsets)) {
+      metrics.push({ label: name, value: num(obj(s) ? s.accuracy : undefined, `scores.subsets.${name}.accuracy`) });
+    }
+    metrics.push({ label: `mean of ${metrics.length} subsets`, value: num(scores.mean, 'scores.mean') });
+  } else {
+    metrics.push({ label: 'top-1', value: num(scores.top1, 'scores.top1') }, { label: 'top-5', value: num(scores.top5, 'scores.top5') });
+  }
+  return { suite: suite as OtherSuite, model: typeof value.model === 'string' ? value.model : '(unnamed model)', metrics };
+}

@@ -30,6 +30,17 @@ test('recipes/clip-synthetic.yaml runs end to end through the CLI (shortened); t
       assert.equal(zs.settings.text_prompt, '<sent>', 'a CLIP-side model takes bare class prompts');
       assert.ok(existsSync(path.join(run, `eval-${m}-sugarcrepe`, 'sugarcrepe.json')));
     }
+    // The run report the recipe promises: a table per suite, one column per eval stage, deltas against LIFT.
+    assert.match(r.stderr + r.stdout, /report: .*report\.html/);
+    const md = await fsp.readFile(path.join(run, 'report.md'), 'utf8');
+    assert.match(md, /^### Caption retrieval \(recall, percent\)$/m);
+    assert.match(md, /\| Metric \| eval-lift-retrieval \| eval-llm2clip-retrieval \| Δ vs eval-lift-retrieval \| eval-proclip-retrieval \| Δ vs eval-lift-retrieval \|/);
+    assert.match(md, /\| mean of the six recalls \| [0-9.]+ \| [0-9.]+ \| ([-+][0-9.]+|0\.00) \|/);
+    assert.match(md, /^### SugarCrepe/m);
+    assert.match(md, /\| swap\\_att \| [0-9.]+ \|/); // escaped Markdown, rendered as swap_att
+    assert.match(md, /\| top-1 \| [0-9.]+ \|/);
+    assert.match(md, /^## Training$/m);
+    assert.match(await fsp.readFile(path.join(run, 'report.html'), 'utf8'), /<h3>Zero-shot classification \(accuracy, percent\)<\/h3>/);
     // ProCLIP continued the LLM2CLIP model and kept its EMA teacher in the checkpoint
     const ck = path.join(run, 'proclip', 'checkpoints');
     const steps = await fsp.readdir(ck);

@@ -6,6 +6,7 @@ import * as path from 'node:path';
 import { fixture, tempDir } from '../helpers.js';
 import { encodePng } from '../../tools/synth/encode.js';
 import { runCli } from './run-cli.js';
+import { readSuiteResult } from '../../src/eval/suite-eval.js';
 
 let dir: string;
 let cleanup: () => Promise<void>;
@@ -57,6 +58,10 @@ test('unime eval retrieval: recall both ways, results JSON and Markdown; the rer
   assert.equal(json.scores.i2t_r10, 100); // 8 captions, 2 of them right: rank 7 at worst
   assert.equal(json.settings.image_prompt, '<image>\nSummary above image in one word:');
   assert.match(readFileSync(path.join(out, 'retrieval-report.md'), 'utf8'), /\| image-to-text \| [0-9.]+ \|/);
+  // What a run report reads back: the six recalls and their mean, as written.
+  const back = await readSuiteResult(path.join(out, 'retrieval.json'));
+  assert.deepEqual(back.metrics.map((m) => m.value), ['i2t_r1', 'i2t_r5', 'i2t_r10', 't2i_r1', 't2i_r5', 't2i_r10', 'mean'].map((k) => json.scores[k]));
+  assert.equal(back.metrics[6]!.label, 'mean of the six recalls');
   const again = await runCli(['eval', 'retrieval', ...common, '--data', path.join(dir, 'ret', 'captions.jsonl'), '--out', out], { timeoutMs: 300000 });
   assert.equal(again.code, 0, again.stderr);
   assert.match(again.stderr, /^0 inputs embedded, 12 from the cache/m);
@@ -74,6 +79,11 @@ test('unime eval sugarcrepe: per-subset accuracy and the mean; missing subsets a
   assert.deepEqual(Object.keys(json.scores.subsets), ['add_att', 'swap_obj']);
   assert.equal(json.scores.complete, false);
   assert.equal(json.scores.missing.length, 5);
+  assert.deepEqual((await readSuiteResult(path.join(out, 'sugarcrepe.json'))).metrics, [
+    { label: 'add_att', value: json.scores.subsets.add_att.accuracy },
+    { label: 'swap_obj', value: json.scores.subsets.swap_obj.accuracy },
+    { label: 'mean of 2 subsets', value: json.scores.mean },
+  ]);
   assert.ok(existsSync(path.join(out, 'sugarcrepe-report.md')));
   assert.ok(!existsSync(path.join(out, 'embed-cache')));
   const one = await runCli(['eval', 'sugarcrepe', ...common, '--data', path.join(dir, 'sc'), '--out', out, '--no-cache', '--subsets', 'swap_obj']);
@@ -95,6 +105,10 @@ test('unime eval zeroshot: ImageFolder with a templates file; top-1 and top-5', 
   assert.equal(json.scores.top5, 100);
   assert.equal(typeof json.scores.top1, 'number');
   assert.deepEqual(json.settings.templates, ['a photo of a {} thing.', '{}']);
+  assert.deepEqual((await readSuiteResult(path.join(out, 'zeroshot.json'))).metrics, [
+    { label: 'top-1', value: json.scores.top1 },
+    { label: 'top-5', value: 100 },
+  ]);
   assert.equal(json.settings.text_prompt, 'Label: <sent>\nIn one word:');
   assert.ok(existsSync(path.join(out, 'zeroshot-report.md')));
 });

@@ -105,3 +105,39 @@ test('writeRunReport with no results and no training stages still writes both fi
   assert.match(readFileSync(files.markdown, 'utf8'), /No eval stage has results yet\.[\s\S]*No training stages\./);
   assert.match(readFileSync(files.html, 'utf8'), /No eval stage has results yet/);
 });
+
+test('writeRunReport: a table per other suite (retrieval, SugarCrepe, zero-shot), one column per eval stage, deltas against the first; bad results are noted', async () => {
+  const root = path.join(dir, 'suite-run');
+  const write = async (name: string, value: unknown) => {
+    const d = path.join(root, name);
+    await fsp.mkdir(d, { recursive: true });
+    const suite = (value as { suite: string }).suite;
+    await fsp.writeFile(path.join(d, `${suite}.json`), JSON.stringify(value));
+    return d;
+  };
+  const ret = (mean: number) => ({ suite: 'retrieval', model: `m${mean}`, scores: { i2t_r1: 10, i2t_r5: 30, i2t_r10: 50, t2i_r1: 12, t2i_r5: 32, t2i_r10: 52, mean } });
+  const sc = (swap: number) => ({ suite: 'sugarcrepe', model: 'lift', scores: { subsets: { add_att: { accuracy: 70, samples: 40 }, swap_att: { accuracy: swap, samples: 40 } }, mean: (70 + swap) / 2 } });
+  const dirs = [
+    { label: 'lift-ret', suite: 'retrieval' as const, dir: await write('lift-ret', ret(31)) },
+    { label: 'llm2clip-ret', suite: 'retrieval' as const, dir: await write('llm2clip-ret', ret(36.5)) },
+    { label: 'lift-sc', suite: 'sugarcrepe' as const, dir: await write('lift-sc', sc(40)) },
+    { label: 'proclip-sc', suite: 'sugarcrepe' as const, dir: await write('proclip-sc', sc(52.5)) },
+    { label: 'broken-zs', suite: 'zeroshot' as const, dir: await write('broken-zs', { suite: 'zeroshot', scores: { top1: 'high' } }) },
+    { label: 'never-ran', suite: 'zeroshot' as const, dir: path.join(root, 'never-ran') },
+  ];
+  const files = await writeRunReport(root, [], [], dirs);
+  const md = readFileSync(files.markdown, 'utf8');
+  assert.doesNotMatch(md, /No eval stage has results yet/);
+  assert.match(md, /^### Caption retrieval \(recall, percent\)\n\n\| Metric \| lift-ret \| llm2clip-ret \| Δ vs lift-ret \|/m);
+  assert.match(md, /\| mean of the six recalls \| 31\.00 \| 36\.50 \| \+5\.50 \|/);
+  assert.match(md, /\| image-to-text R@1 \| 10\.00 \| 10\.00 \| 0\.00 \|/);
+  assert.match(md, /\| swap\\_att \| 40\.00 \| 52\.50 \| \+12\.50 \|/);
+  assert.match(md, /\| mean of 2 subsets \| 55\.00 \| 61\.25 \| \+6\.25 \|/);
+  assert.match(md, /Models: lift-ret: m31; llm2clip-ret: m36\.5\./);
+  assert.doesNotMatch(md, /Zero-shot classification/);
+  assert.match(md, /Eval stage "broken-zs": .*broken-zs[/\\]zeroshot\.json.*scores\.top1.*\(left out of the zeroshot table\)/);
+  assert.match(md, /Eval stage "never-ran" has no results/);
+  const html = readFileSync(files.html, 'utf8');
+  assert.match(html, /<h3>SugarCrepe \(accuracy of caption over hard negative, percent\)<\/h3>/);
+  assert.match(html, /<td class="num">\+12\.50<\/td>/);
+});
