@@ -99,7 +99,12 @@ const BLOCK = 256;
 
 /** Recall@1/5/10 in both directions and their mean, in percent. */
 export function scoreRetrieval(images: EmbeddingMatrix, captions: EmbeddingMatrix, captionImage: ArrayLike<number>, tieRule: TieRule = DEFAULT_TIE_RULE): RetrievalScores {
-  const { i2t, t2i } = retrievalRanks(images, captions, captionImage, tieRule);
+  return retrievalScoresFromRanks(retrievalRanks(images, captions, captionImage, tieRule), images.rows, captions.rows);
+}
+
+/** The scores of {@link scoreRetrieval} from ranks already computed (one per image, one per caption). */
+export function retrievalScoresFromRanks(ranks: { i2t: Int32Array; t2i: Int32Array }, images: number, captions: number): RetrievalScores {
+  const { i2t, t2i } = ranks;
   const s = {
     i2t_r1: recallAt(i2t, 1),
     i2t_r5: recallAt(i2t, 5),
@@ -109,7 +114,7 @@ export function scoreRetrieval(images: EmbeddingMatrix, captions: EmbeddingMatri
     t2i_r10: recallAt(t2i, 10),
   };
   const vals = Object.values(s);
-  return { ...s, mean: vals.reduce((a, b) => a + b, 0) / vals.length, images: images.rows, captions: captions.rows };
+  return { ...s, mean: vals.reduce((a, b) => a + b, 0) / vals.length, images, captions };
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -16,8 +16,8 @@ import { formatScore, readMmebReport, summarizeMmeb } from './aggregate.js';
 import { distractorHtml, distractorMarkdown, type DistractorColumn, type DistractorStats } from './distractors.js';
 import { RESULT_FILE, SUMMARY_FILE } from './mmeb-eval.js';
 import { parseRowHits, type RowHits } from './significance.js';
-import { type ComparisonEntry, comparisonHtmlParts, comparisonMarkdown, escapeHtml, escapeMarkdown, formatDelta, htmlPage, htmlTable, mdTable } from './report.js';
-import { OTHER_SUITES, readSuiteResult, type OtherSuite, type SuiteResultSummary } from './suite-eval.js';
+import { type ComparisonEntry, comparisonHtmlParts, comparisonMarkdown, escapeHtml, escapeMarkdown, formatDelta, formatInterval, htmlPage, htmlTable, mdTable } from './report.js';
+import { OTHER_SUITES, readSuiteResult, suiteDeltaIntervals, type OtherSuite, type SuiteResultSummary } from './suite-eval.js';
 
 export interface StageDir {
   label: string;
@@ -41,6 +41,8 @@ interface SuiteTable {
   rows: string[][];
   /** "label: model" per column. */
   models: string[];
+  /** How to read the intervals, when the deltas have them. */
+  note?: string;
 }
 
 /** One table per suite: its headline metrics, one column per eval stage, deltas against the first. */
@@ -67,16 +69,25 @@ async function suiteTables(dirs: readonly SuiteStageDir[], notes: string[]): Pro
     const header = ['Metric', base.label];
     for (const r of results.slice(1)) header.push(r.label, `Δ vs ${base.label}`);
     const value = (r: (typeof results)[number], label: string) => r.summary.metrics.find((m) => m.label === label)?.value ?? null;
+    const intervals = results.slice(1).map((r) => suiteDeltaIntervals(base.summary, r.summary));
     const rows = labels.map((label) => {
       const b = value(base, label);
       const row = [label, b === null ? 'n/a' : formatScore(b)];
-      for (const r of results.slice(1)) {
+      results.slice(1).forEach((r, i) => {
         const v = value(r, label);
-        row.push(v === null ? 'n/a' : formatScore(v), formatDelta(b, v));
-      }
+        const iv = intervals[i]?.intervals.get(label);
+        row.push(v === null ? 'n/a' : formatScore(v), formatDelta(b, v) + (iv && b !== null && v !== null ? ` ${formatInterval(iv)}` : ''));
+      });
       return row;
     });
-    tables.push({ suite, header, rows, models: results.map((r) => `${r.label}: ${r.summary.model}`) });
+    const withIntervals = intervals.find((x) => x !== null && x.intervals.size > 0);
+    tables.push({
+      suite,
+      header,
+      rows,
+      models: results.map((r) => `${r.label}: ${r.summary.model}`),
+      ...(withIntervals ? { note: `In brackets after a Δ: its ${Math.round(withIntervals.level * 100)} % paired bootstrap interval over the suite's rows (${withIntervals.resamples} resamples; an interval that holds 0 is within what the choice of rows can make).` } : {}),
+    });
   }
   return tables;
 }
@@ -169,7 +180,7 @@ export async function writeRunReport(
   for (const t of suites) {
     md.push(`### ${SUITE_TITLES[t.suite]}`, '');
     md.push(mdTable(t.header.map(escapeMarkdown), t.header.map((_, i) => (i === 0 ? 'l' : 'r')), t.rows.map((r) => [escapeMarkdown(r[0]!), ...r.slice(1)])), '');
-    md.push(`Models: ${t.models.map(escapeMarkdown).join('; ')}.`, '');
+    md.push(`Models: ${t.models.map(escapeMarkdown).join('; ')}.${t.note ? ` ${escapeMarkdown(t.note)}` : ''}`, '');
   }
   md.push('## Training', '');
   if (curves.length === 0) md.push('No training stages.', '');
@@ -194,7 +205,7 @@ export async function writeRunReport(
   for (const t of suites) {
     body.push(`<h3>${escapeHtml(SUITE_TITLES[t.suite])}</h3>`);
     body.push(htmlTable(t.header.map(escapeHtml), t.rows.map((r) => r.map((c, i) => ({ html: escapeHtml(c), num: i > 0 })))));
-    body.push(`<p class="note">Models: ${escapeHtml(t.models.join('; '))}.</p>`);
+    body.push(`<p class="note">Models: ${escapeHtml(t.models.join('; '))}.${t.note ? ` ${escapeHtml(t.note)}` : ''}</p>`);
   }
   body.push('<h2>Training</h2>');
   if (curves.length === 0) body.push('<p>No training stages.</p>');

@@ -19,11 +19,23 @@ import { type MetaTask, META_TASKS } from './mmeb-datasets.js';
 /** Per dataset, per row in file order: 1 where the correct candidate ranked first. */
 export type RowHits = ReadonlyMap<string, Uint8Array>;
 
-/** A dataset's row hits as stored in mmeb-summary.json: one '1' or '0' per row, in row order. */
-export function rowHitsString(ranks: ArrayLike<number>): string {
+/** Row hits as stored in result files: one '1' (the correct item ranked within the top k) or '0' per row, in row order. */
+export function rowHitsString(ranks: ArrayLike<number>, k = 1): string {
   let s = '';
-  for (let i = 0; i < ranks.length; i++) s += ranks[i] === 1 ? '1' : '0';
+  for (let i = 0; i < ranks.length; i++) s += ranks[i]! <= k ? '1' : '0';
   return s;
+}
+
+/** 0/1 outcomes per row as stored in result files. */
+export function bitString(bits: ArrayLike<number>): string {
+  let s = '';
+  for (let i = 0; i < bits.length; i++) s += bits[i] ? '1' : '0';
+  return s;
+}
+
+/** A string of '0' and '1' read back, or null when it is anything else. */
+export function parseBits(value: unknown): Uint8Array | null {
+  return typeof value === 'string' && /^[01]+$/.test(value) ? Uint8Array.from(value, (c) => (c === '1' ? 1 : 0)) : null;
 }
 
 /**
@@ -86,10 +98,6 @@ export interface ScoredSide {
  * number of rows and each side's hits average to its score (a summary left from another run is ignored).
  */
 export function pairedBootstrap(baseline: ScoredSide, candidate: ScoredSide, options: BootstrapOptions = {}): DeltaIntervals | null {
-  const resamples = options.resamples ?? 2000;
-  const level = options.level ?? 0.95;
-  if (!(Number.isInteger(resamples) && resamples >= 10)) throw new UnimeError(`resamples must be a whole number of at least 10, got ${resamples}`, { field: 'resamples' });
-  if (!(level > 0 && level < 1)) throw new UnimeError(`level must lie between 0 and 1, got ${level}`, { field: 'level' });
   if (baseline.summary.metric !== MMEB_MAIN_METRIC || candidate.summary.metric !== MMEB_MAIN_METRIC) return null;
   const bRows = baseline.summary.datasets;
   const cRows = candidate.summary.datasets;
@@ -97,10 +105,7 @@ export function pairedBootstrap(baseline: ScoredSide, candidate: ScoredSide, opt
 
   const hitsFor = (side: ScoredSide, row: DatasetScoreRow): Uint8Array | null => {
     const h = side.rowHits?.get(row.name);
-    if (!h || h.length === 0 || row.score === null) return null;
-    let s = 0;
-    for (const x of h) s += x;
-    return Math.abs((100 * s) / h.length - row.score) < 1e-6 ? h : null;
+    return h && h.length > 0 && row.score !== null && sameScores([100 * observedMeans([[h]])[0]![0]!], [row.score]) ? h : null;
   };
   const paired: ({ b: Uint8Array; c: Uint8Array } | null)[] = bRows.map((br, i) => {
     const b = hitsFor(baseline, br);
@@ -110,43 +115,112 @@ export function pairedBootstrap(baseline: ScoredSide, candidate: ScoredSide, opt
   if (paired.every((p) => p === null)) return null;
   const scored = (i: number) => bRows[i]!.score !== null || cRows[i]!.score !== null;
   const allPaired = paired.every((p, i) => p !== null || !scored(i));
+  const at = paired.flatMap((p, i) => (p ? [i] : []));
 
-  const rng = new Rng(options.seed ?? 0);
-  const datasetDeltas = paired.map((p) => (p ? new Float64Array(resamples) : null));
-  const aggregateDeltas = new Map(AGGREGATE_KEYS.map((k) => [k, new Float64Array(resamples)] as const));
   const bScores = bRows.map((r) => r.score);
   const cScores = cRows.map((r) => r.score);
-  for (let r = 0; r < resamples; r++) {
-    paired.forEach((p, i) => {
-      if (!p) return;
-      const n = p.b.length;
-      let sb = 0;
-      let sc = 0;
-      for (let j = 0; j < n; j++) {
-        const k = rng.int(n);
-        sb += p.b[k]!;
-        sc += p.c[k]!;
+  const intervals = bootstrapIntervals(
+    at.map((i) => ({ baseline: [paired[i]!.b], candidate: [paired[i]!.c] })),
+    (bm, cm) => {
+      const out = new Map<string, number>();
+      at.forEach((i, j) => {
+        bScores[i] = 100 * bm[j]![0]!;
+        cScores[i] = 100 * cm[j]![0]!;
+        out.set(`dataset:${bRows[i]!.name}`, cScores[i]! - bScores[i]!);
+      });
+      if (!allPaired) return out;
+      const ba = aggregateDatasetRows(bRows.map((row, i) => ({ ...row, score: bScores[i]! })));
+      const ca = aggregateDatasetRows(cRows.map((row, i) => ({ ...row, score: cScores[i]! })));
+      for (const k of AGGREGATE_KEYS) {
+        const x = aggregateOf(ba, k).mean;
+        const y = aggregateOf(ca, k).mean;
+        if (x !== null && y !== null) out.set(`aggregate:${k}`, y - x);
       }
-      bScores[i] = (100 * sb) / n;
-      cScores[i] = (100 * sc) / n;
-      datasetDeltas[i]![r] = cScores[i]! - bScores[i]!;
-    });
-    if (!allPaired) continue;
-    const ba = aggregateDatasetRows(bRows.map((row, i) => ({ ...row, score: bScores[i]! })));
-    const ca = aggregateDatasetRows(cRows.map((row, i) => ({ ...row, score: cScores[i]! })));
-    for (const [k, arr] of aggregateDeltas) {
-      const x = aggregateOf(ba, k).mean;
-      const y = aggregateOf(ca, k).mean;
-      arr[r] = x === null || y === null ? NaN : y - x;
+      return out;
+    },
+    options,
+  );
+  const datasets = new Map<string, Interval>();
+  const aggregates = new Map<AggregateKey, Interval>();
+  for (const [name, iv] of intervals.intervals) {
+    if (name.startsWith('dataset:')) datasets.set(name.slice('dataset:'.length), iv);
+    else aggregates.set(name.slice('aggregate:'.length) as AggregateKey, iv);
+  }
+  return { level: intervals.level, resamples: intervals.resamples, datasets, aggregates };
+}
+
+/**
+ * The rows of one group (a dataset, a SugarCrepe subset, the images or the captions of a retrieval
+ * set), paired: per metric, each row's 0/1 outcome on both sides, the same rows in the same order.
+ */
+export interface PairedStratum {
+  readonly baseline: readonly Uint8Array[];
+  readonly candidate: readonly Uint8Array[];
+}
+
+/**
+ * The paired bootstrap itself: each resample draws every stratum's rows with replacement (the same
+ * draw for both sides), takes each metric's mean per side (0..1), and `derive` turns both sides'
+ * means (per stratum, per metric) into named differences; their percentiles are the intervals.
+ * A name `derive` leaves out of some resample gets no interval.
+ */
+export function bootstrapIntervals(
+  strata: readonly PairedStratum[],
+  derive: (baseline: readonly Float64Array[], candidate: readonly Float64Array[]) => ReadonlyMap<string, number>,
+  options: BootstrapOptions = {},
+): { level: number; resamples: number; intervals: Map<string, Interval> } {
+  const resamples = options.resamples ?? 2000;
+  const level = options.level ?? 0.95;
+  if (!(Number.isInteger(resamples) && resamples >= 10)) throw new UnimeError(`resamples must be a whole number of at least 10, got ${resamples}`, { field: 'resamples' });
+  if (!(level > 0 && level < 1)) throw new UnimeError(`level must lie between 0 and 1, got ${level}`, { field: 'level' });
+  for (const s of strata) {
+    const n = s.baseline[0]?.length ?? 0;
+    if (n === 0 || s.baseline.length !== s.candidate.length || [...s.baseline, ...s.candidate].some((m) => m.length !== n)) {
+      throw new Error('bootstrapIntervals: every stratum needs rows, the same metrics on both sides and one value per row');
     }
   }
-  const datasets = new Map<string, Interval>();
-  datasetDeltas.forEach((d, i) => {
-    if (d) datasets.set(bRows[i]!.name, percentileInterval(d, level));
-  });
-  const aggregates = new Map<AggregateKey, Interval>();
-  if (allPaired) for (const [k, d] of aggregateDeltas) if (!Number.isNaN(d[0]!)) aggregates.set(k, percentileInterval(d, level));
-  return { level, resamples, datasets, aggregates };
+  const rng = new Rng(options.seed ?? 0);
+  const bm = strata.map((s) => new Float64Array(s.baseline.length));
+  const cm = strata.map((s) => new Float64Array(s.candidate.length));
+  const samples = new Map<string, Float64Array>();
+  const seen = new Map<string, number>();
+  for (let r = 0; r < resamples; r++) {
+    strata.forEach((s, si) => {
+      const n = s.baseline[0]!.length;
+      bm[si]!.fill(0);
+      cm[si]!.fill(0);
+      for (let j = 0; j < n; j++) {
+        const k = rng.int(n);
+        for (let m = 0; m < s.baseline.length; m++) {
+          bm[si]![m]! += s.baseline[m]![k]!;
+          cm[si]![m]! += s.candidate[m]![k]!;
+        }
+      }
+      for (let m = 0; m < s.baseline.length; m++) {
+        bm[si]![m]! /= n;
+        cm[si]![m]! /= n;
+      }
+    });
+    for (const [name, d] of derive(bm, cm)) {
+      let arr = samples.get(name);
+      if (!arr) samples.set(name, (arr = new Float64Array(resamples)));
+      arr[r] = d;
+      seen.set(name, (seen.get(name) ?? 0) + 1);
+    }
+  }
+  const intervals = new Map<string, Interval>();
+  for (const [name, arr] of samples) if (seen.get(name) === resamples && arr.every(Number.isFinite)) intervals.set(name, percentileInterval(arr, level));
+  return { level, resamples, intervals };
+}
+
+/** Each metric's mean (0..1) over all rows, per stratum: what the recorded scores must equal. */
+export function observedMeans(strata: readonly (readonly Uint8Array[])[]): Float64Array[] {
+  return strata.map((metrics) => Float64Array.from(metrics, (m) => (m.length === 0 ? NaN : m.reduce((a, b) => a + b, 0) / m.length)));
+}
+
+/** Values equal within 1e-6 (scores in percent recomputed from row outcomes). */
+export function sameScores(a: readonly number[], b: readonly number[]): boolean {
+  return a.length === b.length && a.every((v, i) => Math.abs(v - b[i]!) < 1e-6);
 }
 
 /** The central `level` interval of the samples (linear interpolation between order statistics). */

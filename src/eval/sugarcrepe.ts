@@ -16,6 +16,12 @@ export type SugarcrepeSubset = (typeof SUGARCREPE_SUBSETS)[number];
 
 /** Percent of rows where cos(image, positive) > cos(image, negative), rows aligned. */
 export function sugarcrepeAccuracy(images: EmbeddingMatrix, positives: EmbeddingMatrix, negatives: EmbeddingMatrix, label = 'sugarcrepe'): number {
+  const right = sugarcrepeCorrect(images, positives, negatives, label);
+  return (100 * right.reduce((a, b) => a + b, 0)) / right.length;
+}
+
+/** Per sample: 1 where the image is closer to its caption than to the negative (ties count as wrong). */
+export function sugarcrepeCorrect(images: EmbeddingMatrix, positives: EmbeddingMatrix, negatives: EmbeddingMatrix, label = 'sugarcrepe'): Uint8Array {
   if (positives.rows !== images.rows || negatives.rows !== images.rows) {
     throw new UnimeError(`${images.rows} images, ${positives.rows} captions and ${negatives.rows} negatives`, { field: label, fix: 'pass one caption and one negative per image row' });
   }
@@ -24,12 +30,12 @@ export function sugarcrepeAccuracy(images: EmbeddingMatrix, positives: Embedding
   rowNorms(images, `${label}: images`);
   rowNorms(positives, `${label}: captions`);
   rowNorms(negatives, `${label}: negative captions`);
-  let right = 0;
+  const right = new Uint8Array(images.rows);
   for (let i = 0; i < images.rows; i++) {
     const im = matrixRow(images, i);
-    if (cosineSimilarity(im, matrixRow(positives, i)) > cosineSimilarity(im, matrixRow(negatives, i))) right++;
+    if (cosineSimilarity(im, matrixRow(positives, i)) > cosineSimilarity(im, matrixRow(negatives, i))) right[i] = 1;
   }
-  return (100 * right) / images.rows;
+  return right;
 }
 
 export interface SugarcrepeSample {

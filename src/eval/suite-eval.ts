@@ -17,10 +17,11 @@ import { formatScore } from './aggregate.js';
 import { EmbeddingCache, imageDigest, inputKey, type ModelIdentity } from './embed-cache.js';
 import { EvalInterrupted, ModelLoadFailed, type EvalLog, type EvalModel, type ModelInput } from './mmeb-eval.js';
 import { escapeMarkdown } from './report.js';
-import { readRetrievalData, scoreRetrieval, type RetrievalData } from './retrieval.js';
+import { RETRIEVAL_KS, readRetrievalData, retrievalRanks, retrievalScoresFromRanks, type RetrievalData } from './retrieval.js';
 import { embeddingMatrix, type EmbeddingMatrix } from './scoring.js';
-import { readSugarcrepe, sugarcrepeAccuracy, type SugarcrepeData } from './sugarcrepe.js';
-import { DEFAULT_TEMPLATES, classEmbeddings, fillTemplate, readTemplates, readZeroshotData, scoreZeroshot, type ZeroshotData } from './zeroshot.js';
+import { readSugarcrepe, sugarcrepeCorrect, type SugarcrepeData } from './sugarcrepe.js';
+import { bitString, bootstrapIntervals, observedMeans, parseBits, rowHitsString, sameScores, type BootstrapOptions, type Interval } from './significance.js';
+import { DEFAULT_TEMPLATES, classEmbeddings, fillTemplate, readTemplates, readZeroshotData, zeroshotRanks, zeroshotScoresFromRanks, type ZeroshotData } from './zeroshot.js';
 
 export const OTHER_SUITES = ['retrieval', 'sugarcrepe', 'zeroshot'] as const;
 export type OtherSuite = (typeof OTHER_SUITES)[number];
@@ -258,9 +259,14 @@ export async function runSuiteEval(o: SuiteEvalOptions): Promise<SuiteEvalOutcom
       o.log.info(`eval: retrieval: ${d.images.length} images, ${d.captions.length} captions from ${d.file} (${d.format})`);
       const im = await emb.embed(d.images.map(image), 'images');
       const tx = await emb.embed(d.captions.map(text), 'captions');
-      const s = scoreRetrieval(im, tx, d.captionImage);
+      const ranks = retrievalRanks(im, tx, d.captionImage);
+      const s = retrievalScoresFromRanks(ranks, im.rows, tx.rows);
       score = s.mean;
-      scores = { ...s, annotations: d.file, format: d.format };
+      // per image (i2t) and per caption (t2i): whether the match ranked within k, for the run report's intervals
+      const rowHits = Object.fromEntries(
+        (['i2t', 't2i'] as const).flatMap((dir) => RETRIEVAL_KS.map((k) => [`${dir}_r${k}`, rowHitsString(ranks[dir], k)])),
+      );
+      scores = { ...s, annotations: d.file, format: d.format, row_hits: rowHits };
       header = ['Direction', 'R@1', 'R@5', 'R@10'];
       rows = [
         ['image-to-text', formatScore(s.i2t_r1), formatScore(s.i2t_r5), formatScore(s.i2t_r10)],
@@ -269,13 +275,14 @@ export async function runSuiteEval(o: SuiteEvalOptions): Promise<SuiteEvalOutcom
       ];
     } else if (o.data.suite === 'sugarcrepe') {
       const d = o.data.sugarcrepe;
-      const subsets: Record<string, { accuracy: number; samples: number }> = {};
+      const subsets: Record<string, { accuracy: number; samples: number; row_hits: string }> = {};
       for (const sub of d.subsets) {
         o.log.info(`eval: sugarcrepe ${sub.name}: ${sub.samples.length} samples`);
         const im = await emb.embed(sub.samples.map((x) => image(x.image)), `${sub.name} images`);
         const pos = await emb.embed(sub.samples.map((x) => text(x.caption)), `${sub.name} captions`);
         const neg = await emb.embed(sub.samples.map((x) => text(x.negative)), `${sub.name} negatives`);
-        subsets[sub.name] = { accuracy: sugarcrepeAccuracy(im, pos, neg, `sugarcrepe ${sub.name}`), samples: sub.samples.length };
+        const right = sugarcrepeCorrect(im, pos, neg, `sugarcrepe ${sub.name}`);
+        subsets[sub.name] = { accuracy: (100 * right.reduce((a, b) => a + b, 0)) / right.length, samples: sub.samples.length, row_hits: bitString(right) };
       }
       const accs = Object.values(subsets).map((s) => s.accuracy);
       score = accs.reduce((a, b) => a + b, 0) / accs.length;
@@ -292,9 +299,10 @@ export async function runSuiteEval(o: SuiteEvalOptions): Promise<SuiteEvalOutcom
       const prompts = d.classNames.flatMap((c) => templates.map((t) => text(fillTemplate(t, c))));
       const classes = classEmbeddings(await emb.embed(prompts, 'class prompts'), d.classNames.length, templates.length);
       const im = await emb.embed(d.images.map(image), 'images');
-      const s = scoreZeroshot(im, classes, d.labels, d.classNames);
+      const ranks = zeroshotRanks(im, classes, d.labels);
+      const s = zeroshotScoresFromRanks(ranks, d.labels, classes.rows, d.classNames);
       score = s.top1;
-      scores = { ...s, class_names: d.classNames, source: d.source, format: d.format };
+      scores = { ...s, class_names: d.classNames, source: d.source, format: d.format, row_hits: { top1: rowHitsString(ranks, 1), top5: rowHitsString(ranks, 5) } };
       header = ['Metric', 'Accuracy'];
       rows = [
         ['top-1', formatScore(s.top1)],
@@ -352,6 +360,12 @@ export interface SuiteResultSummary {
   suite: OtherSuite;
   model: string;
   metrics: SuiteMetric[];
+  /**
+   * The per-row outcomes behind the metrics, when the file has them and they reproduce its numbers:
+   * groups of rows (retrieval: images, captions; SugarCrepe: each subset; zero-shot: the images), per
+   * group one 0/1 array per measure, and how the measures' means (0..1) give `metrics`, in order.
+   */
+  rows?: { strata: Uint8Array[][]; derive: (means: readonly Float64Array[]) => number[] };
 }
 
 /** Read a `<suite>.json` that runSuiteEval wrote. Errors name the file and the field. */
@@ -380,11 +394,21 @@ export function parseSuiteResult(value: unknown, file = '(suite result)'): Suite
     return v;
   };
   const metrics: SuiteMetric[] = [];
+  const hits = obj(scores.row_hits) ? scores.row_hits : {};
+  const pct = (x: number) => 100 * x;
+  const mean = (xs: readonly number[]) => xs.reduce((a, b) => a + b, 0) / xs.length;
+  let strata: (Uint8Array | null)[][];
+  let derive: (means: readonly Float64Array[]) => number[];
   if (suite === 'retrieval') {
     for (const [dir, name] of [['i2t', 'image-to-text'], ['t2i', 'text-to-image']] as const) {
-      for (const k of [1, 5, 10]) metrics.push({ label: `${name} R@${k}`, value: num(scores[`${dir}_r${k}`], `scores.${dir}_r${k}`) });
+      for (const k of RETRIEVAL_KS) metrics.push({ label: `${name} R@${k}`, value: num(scores[`${dir}_r${k}`], `scores.${dir}_r${k}`) });
     }
     metrics.push({ label: 'mean of the six recalls', value: num(scores.mean, 'scores.mean') });
+    strata = (['i2t', 't2i'] as const).map((dir) => RETRIEVAL_KS.map((k) => parseBits(hits[`${dir}_r${k}`])));
+    derive = (m) => {
+      const six = [...m[0]!, ...m[1]!].map(pct);
+      return [...six, mean(six)];
+    };
   } else if (suite === 'sugarcrepe') {
     const subsets = scores.subsets;
     if (!obj(subsets)) throw new UnimeError('missing or not an object', { file, field: 'scores.subsets', fix });
@@ -392,8 +416,45 @@ export function parseSuiteResult(value: unknown, file = '(suite result)'): Suite
       metrics.push({ label: name, value: num(obj(s) ? s.accuracy : undefined, `scores.subsets.${name}.accuracy`) });
     }
     metrics.push({ label: `mean of ${metrics.length} subsets`, value: num(scores.mean, 'scores.mean') });
+    strata = Object.values(subsets).map((s) => [parseBits(obj(s) ? s.row_hits : undefined)]);
+    derive = (m) => {
+      const accs = m.map((x) => pct(x[0]!));
+      return [...accs, mean(accs)];
+    };
   } else {
     metrics.push({ label: 'top-1', value: num(scores.top1, 'scores.top1') }, { label: 'top-5', value: num(scores.top5, 'scores.top5') });
+    strata = [[parseBits(hits.top1), parseBits(hits.top5)]];
+    derive = (m) => [...m[0]!].map(pct);
   }
-  return { suite: suite as OtherSuite, model: typeof value.model === 'string' ? value.model : '(unnamed model)', metrics };
+  const out: SuiteResultSummary = { suite: suite as OtherSuite, model: typeof value.model === 'string' ? value.model : '(unnamed model)', metrics };
+  const complete = strata.every((g) => g.every((m) => m !== null) && g.every((m) => m!.length === g[0]!.length));
+  if (complete) {
+    const full = strata as Uint8Array[][];
+    if (sameScores(derive(observedMeans(full)), metrics.map((m) => m.value))) out.rows = { strata: full, derive };
+  }
+  return out;
+}
+
+/**
+ * Paired bootstrap intervals of `candidate - baseline` per metric label (as significance.ts does for
+ * MMEB), or null unless both results carry row outcomes over the same rows. Retrieval's images and
+ * captions are resampled as two separate groups (a caption's image is not drawn with it).
+ */
+export function suiteDeltaIntervals(baseline: SuiteResultSummary, candidate: SuiteResultSummary, options: BootstrapOptions = {}): { level: number; resamples: number; intervals: Map<string, Interval> } | null {
+  const b = baseline.rows;
+  const c = candidate.rows;
+  if (!b || !c || baseline.suite !== candidate.suite) return null;
+  const labels = baseline.metrics.map((m) => m.label);
+  if (labels.join('\n') !== candidate.metrics.map((m) => m.label).join('\n')) return null;
+  const sameShape = b.strata.length === c.strata.length && b.strata.every((g, i) => g.length === c.strata[i]!.length && g[0]!.length === c.strata[i]![0]!.length);
+  if (!sameShape) return null;
+  return bootstrapIntervals(
+    b.strata.map((g, i) => ({ baseline: g, candidate: c.strata[i]! })),
+    (bm, cm) => {
+      const x = b.derive(bm);
+      const y = c.derive(cm);
+      return new Map(labels.map((l, i) => [l, y[i]! - x[i]!]));
+    },
+    options,
+  );
 }

@@ -85,11 +85,15 @@ export interface ZeroshotScores {
 }
 
 export function scoreZeroshot(images: EmbeddingMatrix, classes: EmbeddingMatrix, labels: ArrayLike<number>, classNames?: readonly string[], tieRule: TieRule = DEFAULT_TIE_RULE): ZeroshotScores {
-  const ranks = zeroshotRanks(images, classes, labels, tieRule);
+  return zeroshotScoresFromRanks(zeroshotRanks(images, classes, labels, tieRule), labels, classes.rows, classNames);
+}
+
+/** The scores of {@link scoreZeroshot} from ranks already computed (the true class's rank per image). */
+export function zeroshotScoresFromRanks(ranks: Int32Array, labels: ArrayLike<number>, classes: number, classNames?: readonly string[]): ZeroshotScores {
   const perClass: Record<string, number> = {};
   if (classNames) {
-    const hit = new Array<number>(classes.rows).fill(0);
-    const count = new Array<number>(classes.rows).fill(0);
+    const hit = new Array<number>(classes).fill(0);
+    const count = new Array<number>(classes).fill(0);
     for (let i = 0; i < ranks.length; i++) {
       count[labels[i]!]!++;
       if (ranks[i] === 1) hit[labels[i]!]!++;
@@ -98,7 +102,7 @@ export function scoreZeroshot(images: EmbeddingMatrix, classes: EmbeddingMatrix,
       if (count[c]! > 0) perClass[n] = (100 * hit[c]!) / count[c]!;
     });
   }
-  return { top1: recallAt(ranks, 1), top5: recallAt(ranks, 5), images: images.rows, classes: classes.rows, per_class: perClass };
+  return { top1: recallAt(ranks, 1), top5: recallAt(ranks, 5), images: ranks.length, classes, per_class: perClass };
 }
 
 /** Fill a template's `{}` with a class name. */

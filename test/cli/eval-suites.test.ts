@@ -62,6 +62,10 @@ test('unime eval retrieval: recall both ways, results JSON and Markdown; the rer
   const back = await readSuiteResult(path.join(out, 'retrieval.json'));
   assert.deepEqual(back.metrics.map((m) => m.value), ['i2t_r1', 'i2t_r5', 'i2t_r10', 't2i_r1', 't2i_r5', 't2i_r10', 'mean'].map((k) => json.scores[k]));
   assert.equal(back.metrics[6]!.label, 'mean of the six recalls');
+  // ... and the per-row outcomes behind them: per image (i2t) and per caption (t2i), R@1 <= R@5 <= R@10.
+  assert.deepEqual(back.rows!.strata.map((g) => g.map((m) => m.length)), [[4, 4, 4], [8, 8, 8]]);
+  for (const g of back.rows!.strata) for (let i = 0; i < g[0]!.length; i++) assert.ok(g[0]![i]! <= g[1]![i]! && g[1]![i]! <= g[2]![i]!);
+  assert.equal(json.scores.row_hits.t2i_r5, '11111111');
   const again = await runCli(['eval', 'retrieval', ...common, '--data', path.join(dir, 'ret', 'captions.jsonl'), '--out', out], { timeoutMs: 300000 });
   assert.equal(again.code, 0, again.stderr);
   assert.match(again.stderr, /^0 inputs embedded, 12 from the cache/m);
@@ -109,6 +113,8 @@ test('unime eval zeroshot: ImageFolder with a templates file; top-1 and top-5', 
     { label: 'top-1', value: json.scores.top1 },
     { label: 'top-5', value: 100 },
   ]);
+  assert.equal(json.scores.row_hits.top5, '11111111');
+  assert.equal([...json.scores.row_hits.top1].filter((c: string) => c === '1').length / 8 * 100, json.scores.top1);
   assert.equal(json.settings.text_prompt, 'Label: <sent>\nIn one word:');
   assert.ok(existsSync(path.join(out, 'zeroshot-report.md')));
 });

@@ -116,7 +116,13 @@ test('writeRunReport: a table per other suite (retrieval, SugarCrepe, zero-shot)
     return d;
   };
   const ret = (mean: number) => ({ suite: 'retrieval', model: `m${mean}`, scores: { i2t_r1: 10, i2t_r5: 30, i2t_r10: 50, t2i_r1: 12, t2i_r5: 32, t2i_r10: 52, mean } });
-  const sc = (swap: number) => ({ suite: 'sugarcrepe', model: 'lift', scores: { subsets: { add_att: { accuracy: 70, samples: 40 }, swap_att: { accuracy: swap, samples: 40 } }, mean: (70 + swap) / 2 } });
+  // SugarCrepe results carry their per-sample outcomes (40 each): those deltas get bootstrap intervals.
+  const bits = (pct: number) => '1'.repeat((pct * 40) / 100) + '0'.repeat(40 - (pct * 40) / 100);
+  const sc = (swap: number) => ({
+    suite: 'sugarcrepe',
+    model: 'lift',
+    scores: { subsets: { add_att: { accuracy: 70, samples: 40, row_hits: bits(70) }, swap_att: { accuracy: swap, samples: 40, row_hits: bits(swap) } }, mean: (70 + swap) / 2 },
+  });
   const dirs = [
     { label: 'lift-ret', suite: 'retrieval' as const, dir: await write('lift-ret', ret(31)) },
     { label: 'llm2clip-ret', suite: 'retrieval' as const, dir: await write('llm2clip-ret', ret(36.5)) },
@@ -129,15 +135,19 @@ test('writeRunReport: a table per other suite (retrieval, SugarCrepe, zero-shot)
   const md = readFileSync(files.markdown, 'utf8');
   assert.doesNotMatch(md, /No eval stage has results yet/);
   assert.match(md, /^### Caption retrieval \(recall, percent\)\n\n\| Metric \| lift-ret \| llm2clip-ret \| Δ vs lift-ret \|/m);
-  assert.match(md, /\| mean of the six recalls \| 31\.00 \| 36\.50 \| \+5\.50 \|/);
   assert.match(md, /\| image-to-text R@1 \| 10\.00 \| 10\.00 \| 0\.00 \|/);
-  assert.match(md, /\| swap\\_att \| 40\.00 \| 52\.50 \| \+12\.50 \|/);
-  assert.match(md, /\| mean of 2 subsets \| 55\.00 \| 61\.25 \| \+6\.25 \|/);
+  // The candidate is right on five more rows (16-20) and wrong on none the baseline gets: a resample's
+  // difference is 2.5 points per draw of those rows, and fewer than 2.5 % of resamples miss all five.
+  assert.match(md, /\| swap\\_att \| 40\.00 \| 52\.50 \| \+12\.50 \[\+[0-9.]+, \+[0-9.]+\] \|/);
+  assert.match(md, /\| add\\_att \| 70\.00 \| 70\.00 \| 0\.00 \[0\.0, 0\.0\] \|/);
+  assert.match(md, /\| mean of 2 subsets \| 55\.00 \| 61\.25 \| \+6\.25 \[\+[0-9.]+, \+[0-9.]+\] \|/);
+  assert.match(md, /paired bootstrap interval over the suite's rows/);
+  assert.match(md, /\| mean of the six recalls \| 31\.00 \| 36\.50 \| \+5\.50 \|/); // no row outcomes: no interval
   assert.match(md, /Models: lift-ret: m31; llm2clip-ret: m36\.5\./);
   assert.doesNotMatch(md, /Zero-shot classification/);
   assert.match(md, /Eval stage "broken-zs": .*broken-zs[/\\]zeroshot\.json.*scores\.top1.*\(left out of the zeroshot table\)/);
   assert.match(md, /Eval stage "never-ran" has no results/);
   const html = readFileSync(files.html, 'utf8');
   assert.match(html, /<h3>SugarCrepe \(accuracy of caption over hard negative, percent\)<\/h3>/);
-  assert.match(html, /<td class="num">\+12\.50<\/td>/);
+  assert.match(html, /<td class="num">\+12\.50 \[\+[0-9.]+, \+[0-9.]+\]<\/td>/);
 });

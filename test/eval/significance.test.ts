@@ -2,7 +2,8 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { catalogMetadata, createMmebResult, summarizeMmeb, type DatasetCatalog, type MmebSummary } from '../../src/eval/aggregate.js';
 import { comparisonHtml, comparisonMarkdown, formatInterval } from '../../src/eval/report.js';
-import { pairedBootstrap, parseRowHits, percentileInterval, rowHitsString, type RowHits } from '../../src/eval/significance.js';
+import { bitString, pairedBootstrap, parseRowHits, percentileInterval, rowHitsString, type RowHits } from '../../src/eval/significance.js';
+import { parseSuiteResult, suiteDeltaIntervals } from '../../src/eval/suite-eval.js';
 import { UnimeError } from '../../src/errors.js';
 import { Rng } from '../../src/runtime/rng.js';
 
@@ -142,4 +143,39 @@ test('comparison reports put the interval after each delta, and explain it, only
   assert.doesNotMatch(plain, /\[[-+0-9.]+, [-+0-9.]+\]/);
   assert.doesNotMatch(plain, /bootstrap/);
   assert.equal(formatInterval({ low: -0.04, high: 12.25 }), '[0.0, +12.2]');
+});
+
+test('suite results: row outcomes read back with their numbers, and the same bootstrap as MMEB (same rows, same seed, same interval)', () => {
+  const rng = new Rng(9);
+  const hitsB = randomHits(rng, 60, 0.3);
+  const hitsC = randomHits(rng, 60, 0.5);
+  const pct = (h: Uint8Array) => (100 * h.reduce((a, b) => a + b, 0)) / h.length;
+  const zs = (top1: Uint8Array) => parseSuiteResult({ suite: 'zeroshot', model: 'm', scores: { top1: pct(top1), top5: 100, row_hits: { top1: bitString(top1), top5: '1'.repeat(60) } } });
+  const b = zs(hitsB);
+  const c = zs(hitsC);
+  assert.ok(b.rows && c.rows);
+  const suite = suiteDeltaIntervals(b, c, { seed: 11 })!;
+  // One stratum, the same draws: top-1's interval is the MMEB interval of a dataset holding these hits.
+  const one: DatasetCatalog = { name: 'one', datasets: [{ name: 'A', metaTask: 'Classification', distribution: 'IND' }] };
+  const mm = (h: Uint8Array) => ({
+    summary: summarizeMmeb(createMmebResult('x', { A: { 'hit@1': pct(h) / 100 } }, { dataset_catalog: catalogMetadata(one) })),
+    rowHits: new Map([['A', h]]),
+  });
+  assert.deepEqual(suite.intervals.get('top-1'), pairedBootstrap(mm(hitsB), mm(hitsC), { seed: 11 })!.datasets.get('A'));
+  assert.deepEqual(suite.intervals.get('top-5'), { low: 0, high: 0 });
+
+  // Row outcomes that do not give the file's numbers (another run's) are dropped: no interval.
+  const stale = parseSuiteResult({ suite: 'zeroshot', scores: { top1: 50, top5: 100, row_hits: { top1: bitString(hitsB), top5: '1'.repeat(60) } } });
+  assert.equal(stale.rows, undefined);
+  assert.equal(suiteDeltaIntervals(b, stale), null);
+  // SugarCrepe: a stratum per subset; the mean's interval covers the observed mean difference.
+  const sc = (a: Uint8Array, s: Uint8Array) =>
+    parseSuiteResult({ suite: 'sugarcrepe', scores: { subsets: { add_att: { accuracy: pct(a), row_hits: bitString(a) }, swap_att: { accuracy: pct(s), row_hits: bitString(s) } }, mean: (pct(a) + pct(s)) / 2 } });
+  const x = sc(hitsB, hitsC);
+  const y = sc(hitsC, hitsC);
+  const iv = suiteDeltaIntervals(x, y)!.intervals;
+  assert.deepEqual(iv.get('swap_att'), { low: 0, high: 0 });
+  const d = (pct(hitsC) - pct(hitsB)) / 2;
+  assert.ok(iv.get('mean of 2 subsets')!.low < d && d < iv.get('mean of 2 subsets')!.high);
+  assert.throws(() => parseSuiteResult({ suite: 'zeroshot', scores: { top1: 'high' } }, 'z.json'), (e: unknown) => e instanceof UnimeError && e.file === 'z.json' && e.field === 'scores.top1');
 });
