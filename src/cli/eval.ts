@@ -2,11 +2,13 @@ import type { Argv } from 'yargs';
 import * as path from 'node:path';
 import { handler as wrap } from './common.js';
 import { readMmebReport, summarizeMmeb, MMEB_MAIN_METRIC } from '../eval/aggregate.js';
-import { markdownReport, comparisonMarkdown, writeResultReports, writeComparisonReports, type ComparisonEntry } from '../eval/report.js';
+import { markdownReport, comparisonMarkdown, escapeHtml, escapeMarkdown, htmlPage, writeResultReports, writeComparisonReports, type ComparisonEntry } from '../eval/report.js';
+import { suiteComparison, suiteComparisonHtml, suiteComparisonMarkdown } from '../eval/suite-compare.js';
+import { writeBytesAtomic } from '../io/atomic.js';
 import { readSummaryExtras } from '../eval/run-report.js';
 import { UnimeError } from '../errors.js';
 import { EvalInterrupted, failedDatasetsError, runMmebEval, RESULT_FILE, SUMMARY_FILE } from '../eval/mmeb-eval.js';
-import { OTHER_SUITES, type OtherSuite } from '../eval/suite-eval.js';
+import { OTHER_SUITES, readSuiteResultIfAny, type OtherSuite } from '../eval/suite-eval.js';
 
 export const SUITES = ['mmeb', 'retrieval', 'sugarcrepe', 'zeroshot'] as const;
 
@@ -300,16 +302,34 @@ export function builder(y: Argv) {
     )
     .command(
       'compare <results..>',
-      'Show several results side by side (base vs stage 1 vs stage 2), deltas against the first',
+      'Show several results side by side (base vs stage 1 vs stage 2), deltas against the first: MMEB results, or <suite>.json files of one suite',
       (s) =>
         s
-          .positional('results', { type: 'string', array: true, demandOption: true, describe: 'result JSON files, baseline first' })
+          .positional('results', { type: 'string', array: true, demandOption: true, describe: 'result JSON files (mmeb.json / VLM2Vec layout, or <suite>.json), baseline first' })
           .option('labels', { type: 'string', array: true, describe: 'column labels, one per result (default: folder or file names)' })
           .option('metric', { type: 'string', default: MMEB_MAIN_METRIC })
           .option('out', { type: 'string', describe: 'also write <out>/mmeb-comparison.md and .html' }),
       wrap(async (a: CompareArgs) => {
         if (a.labels && a.labels.length !== a.results.length) {
           throw new UnimeError(`${a.labels.length} labels for ${a.results.length} results`, { field: '--labels', fix: 'give one label per result file, in the same order' });
+        }
+        const labelOf = (i: number) => a.labels?.[i] ?? defaultLabel(a.results[i]!);
+        // <suite>.json files (retrieval, SugarCrepe, zero-shot) get the suite table; MMEB results the MMEB one.
+        const suites = await Promise.all(a.results.map((f) => readSuiteResultIfAny(f)));
+        if (suites.some((x) => x !== null)) {
+          const mmeb = a.results.filter((_, i) => suites[i] === null);
+          if (mmeb.length > 0) throw new UnimeError(`${mmeb.join(', ')} ${mmeb.length === 1 ? 'is not a suite result' : 'are not suite results'} while the others are`, { field: 'results', fix: 'compare MMEB results and suite results (<suite>.json) separately' });
+          if (a.metric !== MMEB_MAIN_METRIC) throw new UnimeError('--metric picks the MMEB metric; suite results show all their headline numbers', { field: '--metric', fix: 'leave --metric out' });
+          const table = suiteComparison(suites.map((summary, i) => ({ label: labelOf(i), summary: summary! })));
+          process.stdout.write(`# ${table.suite} results: ${a.results.map((_, i) => labelOf(i)).join(' vs ')}\n\n` + suiteComparisonMarkdown(table, 2));
+          if (a.out) {
+            const base = path.join(a.out, `${table.suite}-comparison`);
+            const title = `${table.suite} results: ${a.results.map((_, i) => labelOf(i)).join(' vs ')}`;
+            await writeBytesAtomic(`${base}.md`, `# ${escapeMarkdown(title)}\n\n${suiteComparisonMarkdown(table, 2)}`);
+            await writeBytesAtomic(`${base}.html`, htmlPage(title, `<h1>${escapeHtml(title)}</h1>\n${suiteComparisonHtml(table, 2)}`));
+            process.stderr.write(`wrote ${base}.md and ${base}.html\n`);
+          }
+          return;
         }
         const entries: ComparisonEntry[] = [];
         for (const [i, file] of a.results.entries()) {
@@ -318,7 +338,7 @@ export function builder(y: Argv) {
             path.basename(file) === RESULT_FILE ? await readSummaryExtras(path.join(path.dirname(file), SUMMARY_FILE)) : { rowHits: null, problem: undefined };
           if (extras.problem) process.stderr.write(`warning: ${extras.problem}\n`);
           const summary = summarizeMmeb(await readMmebReport(file), a.metric);
-          entries.push({ label: a.labels?.[i] ?? defaultLabel(file), summary, ...(extras.rowHits ? { rowHits: extras.rowHits } : {}) });
+          entries.push({ label: labelOf(i), summary, ...(extras.rowHits ? { rowHits: extras.rowHits } : {}) });
         }
         process.stdout.write(comparisonMarkdown(entries));
         if (a.out) {

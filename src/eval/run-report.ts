@@ -12,12 +12,13 @@ import * as path from 'node:path';
 import { writeBytesAtomic } from '../io/atomic.js';
 import { lineChartSvg } from '../train/plots.js';
 import { METRICS_FILE, readMetrics, type MetricRecord } from '../train/metrics.js';
-import { formatScore, readMmebReport, summarizeMmeb } from './aggregate.js';
+import { readMmebReport, summarizeMmeb } from './aggregate.js';
 import { distractorHtml, distractorMarkdown, type DistractorColumn, type DistractorStats } from './distractors.js';
 import { RESULT_FILE, SUMMARY_FILE } from './mmeb-eval.js';
 import { parseRowHits, type RowHits } from './significance.js';
-import { type ComparisonEntry, comparisonHtmlParts, comparisonMarkdown, escapeHtml, escapeMarkdown, formatDelta, formatInterval, htmlPage, htmlTable, mdTable } from './report.js';
-import { OTHER_SUITES, readSuiteResult, suiteDeltaIntervals, type OtherSuite, type SuiteResultSummary } from './suite-eval.js';
+import { type ComparisonEntry, comparisonHtmlParts, comparisonMarkdown, escapeHtml, escapeMarkdown, htmlPage } from './report.js';
+import { suiteComparison, suiteComparisonHtml, suiteComparisonMarkdown, type SuiteComparison } from './suite-compare.js';
+import { OTHER_SUITES, readSuiteResult, type OtherSuite, type SuiteResultSummary } from './suite-eval.js';
 
 export interface StageDir {
   label: string;
@@ -29,25 +30,9 @@ export interface SuiteStageDir extends StageDir {
   suite: OtherSuite;
 }
 
-const SUITE_TITLES: Readonly<Record<OtherSuite, string>> = {
-  retrieval: 'Caption retrieval (recall, percent)',
-  sugarcrepe: 'SugarCrepe (accuracy of caption over hard negative, percent)',
-  zeroshot: 'Zero-shot classification (accuracy, percent)',
-};
-
-interface SuiteTable {
-  suite: OtherSuite;
-  header: string[];
-  rows: string[][];
-  /** "label: model" per column. */
-  models: string[];
-  /** How to read the intervals, when the deltas have them. */
-  note?: string;
-}
-
 /** One table per suite: its headline metrics, one column per eval stage, deltas against the first. */
-async function suiteTables(dirs: readonly SuiteStageDir[], notes: string[]): Promise<SuiteTable[]> {
-  const tables: SuiteTable[] = [];
+async function suiteTables(dirs: readonly SuiteStageDir[], notes: string[]): Promise<SuiteComparison[]> {
+  const tables: SuiteComparison[] = [];
   for (const suite of OTHER_SUITES) {
     const results: { label: string; summary: SuiteResultSummary }[] = [];
     for (const s of dirs.filter((d) => d.suite === suite)) {
@@ -62,32 +47,7 @@ async function suiteTables(dirs: readonly SuiteStageDir[], notes: string[]): Pro
         notes.push(`Eval stage "${s.label}": ${(e as Error).message.split('\n')[0]} (left out of the ${suite} table).`);
       }
     }
-    if (results.length === 0) continue;
-    const labels: string[] = [];
-    for (const r of results) for (const m of r.summary.metrics) if (!labels.includes(m.label)) labels.push(m.label);
-    const base = results[0]!;
-    const header = ['Metric', base.label];
-    for (const r of results.slice(1)) header.push(r.label, `Δ vs ${base.label}`);
-    const value = (r: (typeof results)[number], label: string) => r.summary.metrics.find((m) => m.label === label)?.value ?? null;
-    const intervals = results.slice(1).map((r) => suiteDeltaIntervals(base.summary, r.summary));
-    const rows = labels.map((label) => {
-      const b = value(base, label);
-      const row = [label, b === null ? 'n/a' : formatScore(b)];
-      results.slice(1).forEach((r, i) => {
-        const v = value(r, label);
-        const iv = intervals[i]?.intervals.get(label);
-        row.push(v === null ? 'n/a' : formatScore(v), formatDelta(b, v) + (iv && b !== null && v !== null ? ` ${formatInterval(iv)}` : ''));
-      });
-      return row;
-    });
-    const withIntervals = intervals.find((x) => x !== null && x.intervals.size > 0);
-    tables.push({
-      suite,
-      header,
-      rows,
-      models: results.map((r) => `${r.label}: ${r.summary.model}`),
-      ...(withIntervals ? { note: `In brackets after a Δ: its ${Math.round(withIntervals.level * 100)} % paired bootstrap interval over the suite's rows (${withIntervals.resamples} resamples; an interval that holds 0 is within what the choice of rows can make).` } : {}),
-    });
+    if (results.length > 0) tables.push(suiteComparison(results));
   }
   return tables;
 }
@@ -177,11 +137,7 @@ export async function writeRunReport(
   else if (comparable.length > 0) md.push(comparisonMarkdown(comparable).replace(/^#/gm, '##'), '');
   const distractorMd = distractorMarkdown(distractors, '### Which distractors win');
   if (distractorMd) md.push(distractorMd);
-  for (const t of suites) {
-    md.push(`### ${SUITE_TITLES[t.suite]}`, '');
-    md.push(mdTable(t.header.map(escapeMarkdown), t.header.map((_, i) => (i === 0 ? 'l' : 'r')), t.rows.map((r) => [escapeMarkdown(r[0]!), ...r.slice(1)])), '');
-    md.push(`Models: ${t.models.map(escapeMarkdown).join('; ')}.${t.note ? ` ${escapeMarkdown(t.note)}` : ''}`, '');
-  }
+  for (const t of suites) md.push(suiteComparisonMarkdown(t, 3));
   md.push('## Training', '');
   if (curves.length === 0) md.push('No training stages.', '');
   else {
@@ -202,11 +158,7 @@ export async function writeRunReport(
   else if (comparable.length > 0) body.push(comparisonHtmlParts(comparable).body.replace(/<(\/?)h([1-5])>/g, (_m, close: string, n: string) => `<${close}h${Number(n) + 1}>`));
   const distractorBody = distractorHtml(distractors, 'Which distractors win', 3);
   if (distractorBody) body.push(distractorBody);
-  for (const t of suites) {
-    body.push(`<h3>${escapeHtml(SUITE_TITLES[t.suite])}</h3>`);
-    body.push(htmlTable(t.header.map(escapeHtml), t.rows.map((r) => r.map((c, i) => ({ html: escapeHtml(c), num: i > 0 })))));
-    body.push(`<p class="note">Models: ${escapeHtml(t.models.join('; '))}.${t.note ? ` ${escapeHtml(t.note)}` : ''}</p>`);
-  }
+  for (const t of suites) body.push(suiteComparisonHtml(t, 3));
   body.push('<h2>Training</h2>');
   if (curves.length === 0) body.push('<p>No training stages.</p>');
   else {

@@ -458,3 +458,18 @@ export function suiteDeltaIntervals(baseline: SuiteResultSummary, candidate: Sui
     options,
   );
 }
+
+/**
+ * A `<suite>.json` read back, or null when the file is not one (no `suite` field: an MMEB result, say,
+ * or JSON that does not parse, which the MMEB reader then reports).
+ */
+export async function readSuiteResultIfAny(file: string): Promise<SuiteResultSummary | null> {
+  let value: unknown;
+  try {
+    value = JSON.parse(await fsp.readFile(file, 'utf8'));
+  } catch {
+    return null;
+  }
+  if (typeof value !== 'object' || value === null || !('suite' in value)) return null;
+  return parseSuiteResult(value, file);
+}

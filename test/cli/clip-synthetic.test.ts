@@ -35,7 +35,8 @@ test('recipes/clip-synthetic.yaml runs end to end through the CLI (shortened); t
     const md = await fsp.readFile(path.join(run, 'report.md'), 'utf8');
     assert.match(md, /^### Caption retrieval \(recall, percent\)$/m);
     assert.match(md, /\| Metric \| eval-lift-retrieval \| eval-llm2clip-retrieval \| Δ vs eval-lift-retrieval \| eval-proclip-retrieval \| Δ vs eval-lift-retrieval \|/);
-    assert.match(md, /\| mean of the six recalls \| [0-9.]+ \| [0-9.]+ \| ([-+][0-9.]+|0\.00) \|/);
+    // each delta with its bootstrap interval (the suites keep their rows' outcomes)
+    assert.match(md, /\| mean of the six recalls \| [0-9.]+ \| [0-9.]+ \| ([-+][0-9.]+|0\.00) \[[-+0-9.]+, [-+0-9.]+\] \|/);
     assert.match(md, /^### SugarCrepe/m);
     assert.match(md, /\| swap\\_att \| [0-9.]+ \|/); // escaped Markdown, rendered as swap_att
     assert.match(md, /\| top-1 \| [0-9.]+ \|/);

@@ -194,3 +194,33 @@ test('eval compare reads the row hits `unime eval mmeb` writes beside mmeb.json:
     await cleanup();
   }
 });
+
+test('eval compare takes <suite>.json files too: the suite table with intervals; mixing them with MMEB results is refused', async () => {
+  const { dir, cleanup } = await tempDir();
+  try {
+    const bits = (n: number) => '1'.repeat(n) + '0'.repeat(20 - n);
+    const write = async (name: string, right: number) => {
+      const f = path.join(dir, name, 'sugarcrepe.json');
+      await fsp.mkdir(path.dirname(f), { recursive: true });
+      const acc = (right / 20) * 100;
+      await fsp.writeFile(f, JSON.stringify({ suite: 'sugarcrepe', model: name, scores: { subsets: { swap_att: { accuracy: acc, samples: 20, row_hits: bits(right) } }, mean: acc } }));
+      return f;
+    };
+    const lift = await write('lift', 8);
+    const proclip = await write('proclip', 14);
+    const out = path.join(dir, 'cmp');
+    const r = await runCli(['eval', 'compare', lift, proclip, '--labels', 'LIFT', 'ProCLIP', '--out', out]);
+    assert.equal(r.code, 0, r.stderr);
+    assert.match(r.stdout, /^# sugarcrepe results: LIFT vs ProCLIP$/m);
+    assert.match(r.stdout, /\| Metric \| LIFT \| ProCLIP \| Δ vs LIFT \|/);
+    assert.match(r.stdout, /\| swap\\_att \| 40\.00 \| 70\.00 \| \+30\.00 \[\+[0-9.]+, \+[0-9.]+\] \|/);
+    assert.match(r.stdout, /Models: LIFT: lift; ProCLIP: proclip\./);
+    assert.match(await fsp.readFile(path.join(out, 'sugarcrepe-comparison.html'), 'utf8'), /<h2>SugarCrepe/);
+    assert.ok((await fsp.readFile(path.join(out, 'sugarcrepe-comparison.md'), 'utf8')).includes('| Metric | LIFT | ProCLIP |'));
+    const mixed = await runCli(['eval', 'compare', lift, fixture('eval', 'mmeb-report-vlm2vec-v2-qwen2vl-2b.json')]);
+    assert.equal(mixed.code, 2, mixed.stderr);
+    assert.match(mixed.stderr, /is not a suite result while the others are/);
+  } finally {
+    await cleanup();
+  }
+});
