@@ -231,6 +231,16 @@ Napi::Value LayerNormBackward(const Napi::CallbackInfo& info) {
   return info.Env().Undefined();
 }
 
+// rope(x, cos, sin, out, b, h, s, d, rot, inverse): x and out [b, h, s, d], cos and sin [b, s, rot]
+Napi::Value Rope(const Napi::CallbackInfo& info) {
+  if (info.Length() < 10) throw Napi::TypeError::New(info.Env(), "rope: expected 10 arguments");
+  const int64_t b = i64(info[4], "b"), h = i64(info[5], "h"), s = i64(info[6], "s"), d = i64(info[7], "d"), rot = i64(info[8], "rot");
+  if (rot % 2 != 0 || rot > d) throw Napi::RangeError::New(info.Env(), "rope: rot must be even and at most d");
+  unime::rope(f32n(info[0], "x", b * h * s * d, false), f32n(info[1], "cos", b * s * rot, false), f32n(info[2], "sin", b * s * rot, false),
+              f32n(info[3], "out", b * h * s * d, false), b, h, s, d, rot, info[9].ToBoolean().Value());
+  return info.Env().Undefined();
+}
+
 // activation(kind, x, out) and activationBackward(kind, x, dy, dx)
 Napi::Value Activation(const Napi::CallbackInfo& info) {
   if (info.Length() < 3) throw Napi::TypeError::New(info.Env(), "activation: expected 3 arguments");
@@ -419,6 +429,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("layerNorm", Napi::Function::New(env, LayerNorm));
   exports.Set("layerNormBackward", Napi::Function::New(env, LayerNormBackward));
   exports.Set("activation", Napi::Function::New(env, Activation));
+  exports.Set("rope", Napi::Function::New(env, Rope));
   exports.Set("activationBackward", Napi::Function::New(env, ActivationBackward));
   exports.Set("gather", Napi::Function::New(env, Gather));
   exports.Set("segmentSum", Napi::Function::New(env, SegmentSum));

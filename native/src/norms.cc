@@ -228,3 +228,44 @@ void activation_backward(int kind, const float* x, const float* dy, float* dx, i
 }
 
 }  // namespace unime
+
+namespace unime {
+
+void rope(const float* x, const float* cos, const float* sin, float* out, int64_t b, int64_t h, int64_t s, int64_t d,
+          int64_t rot, bool inverse) {
+  const int64_t half = rot / 2;
+  const int64_t rows = b * h * s;
+  if (rows == 0 || d == 0) return;
+  const int64_t grain = std::max<int64_t>(1, (1 << 14) / d);
+  pool().parallel_for(rows, grain, [&](int64_t r0, int64_t r1) {
+    for (int64_t r = r0; r < r1; ++r) {
+      const int64_t bi = r / (h * s), si = r % s;  // row r is (bi, head, si)
+      const float* c = cos + (bi * s + si) * rot;
+      const float* sn = sin + (bi * s + si) * rot;
+      const float* xr = x + r * d;
+      float* o = out + r * d;
+      if (!inverse) {
+        for (int64_t i = 0; i < half; ++i) {
+          const float a = xr[i] * c[i];
+          const float bb = -xr[i + half] * sn[i];
+          o[i] = a + bb;
+          const float a2 = xr[i + half] * c[i + half];
+          const float b2 = xr[i] * sn[i + half];
+          o[i + half] = a2 + b2;
+        }
+      } else {
+        for (int64_t i = 0; i < half; ++i) {
+          const float a = xr[i] * c[i];
+          const float bb = xr[i + half] * sn[i + half];
+          o[i] = a + bb;
+          const float a2 = xr[i + half] * c[i + half];
+          const float b2 = -xr[i] * sn[i];
+          o[i + half] = a2 + b2;
+        }
+      }
+      for (int64_t i = rot; i < d; ++i) o[i] = xr[i];
+    }
+  });
+}
+
+}  // namespace unime

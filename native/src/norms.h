@@ -20,3 +20,14 @@ void activation_forward(int kind, const float* x, float* out, int64_t n);
 void activation_backward(int kind, const float* x, const float* dy, float* dx, int64_t n);
 
 }  // namespace unime
+
+namespace unime {
+
+// Rotary position embedding on x [b, h, s, d] with cos/sin tables [b, s, rot] (shared by the heads):
+// forward, out = x * cos + rotate_half(x) * sin on the first rot dims (rotate_half(x) = [-x2, x1]), the
+// rest copied; inverse (its gradient), out_i = y_i cos_i + y_{i+half} sin_{i+half},
+// out_{i+half} = y_{i+half} cos_{i+half} - y_i sin_i. out must not overlap x.
+void rope(const float* x, const float* cos, const float* sin, float* out, int64_t b, int64_t h, int64_t s, int64_t d,
+          int64_t rot, bool inverse);
+
+}  // namespace unime

@@ -6,6 +6,7 @@
  */
 import { tf, type Tensor } from '../../runtime/tf.js';
 import type { RopeConfig } from './config.js';
+import { rope } from '../../runtime/native/ops.js';
 
 const f32 = Math.fround;
 
@@ -89,16 +90,5 @@ export function ropeTables(rope: RopeConfig, positions: Int32Array, batch: numbe
 
 /** x [batch, heads, seq, headDim] rotated on its first cos.shape[3] dims; the rest pass through (partial rotary). */
 export function applyRope(x: Tensor, cos: Tensor, sin: Tensor): Tensor {
-  return tf.tidy(() => {
-    const [b, h, s, d] = x.shape as [number, number, number, number];
-    const rot = cos.shape[3]!;
-    const xr = rot === d ? x : tf.slice(x, [0, 0, 0, 0], [b, h, s, rot]);
-    const half = rot / 2;
-    const x1 = tf.slice(xr, [0, 0, 0, 0], [b, h, s, half]);
-    const x2 = tf.slice(xr, [0, 0, 0, half], [b, h, s, half]);
-    const rotated = tf.concat([tf.neg(x2), x1], 3);
-    const out = tf.add(tf.mul(xr, cos), tf.mul(rotated, sin));
-    if (rot === d) return out;
-    return tf.concat([out, tf.slice(x, [0, 0, 0, rot], [b, h, s, d - rot])], 3);
-  });
+  return rope(x, cos, sin);
 }

@@ -99,6 +99,11 @@ export interface NativeKernels {
   activation(kind: number, x: Float32Array, out: Float32Array): void;
   /** dx = dy * act'(x). */
   activationBackward(kind: number, x: Float32Array, dy: Float32Array, dx: Float32Array): void;
+  /**
+   * Rotary embedding of x [b, h, s, d] with cos / sin tables [b, s, rot] on the first rot dims (the rest
+   * copied); `inverse` applies its transpose (the gradient). out must not overlap x.
+   */
+  rope(x: Float32Array, cos: Float32Array, sin: Float32Array, out: Float32Array, b: number, h: number, s: number, d: number, rot: number, inverse: boolean): void;
 }
 
 /** tfjs kernel names of the addon's reductions, in the order of native/src/elementwise.h. */
@@ -113,7 +118,7 @@ export const BINARY_OPS = ['Add', 'Sub', 'Multiply', 'RealDiv', 'Maximum', 'Mini
 /** tfjs kernel names of the addon's unary ops, in the order of native/src/elementwise.h. */
 export const UNARY_OPS = ['Exp', 'Log', 'Neg', 'Sqrt', 'Rsqrt', 'Square', 'Relu', 'Sigmoid', 'Tanh', 'Abs', 'Reciprocal'] as const;
 
-const REQUIRED = ['info', 'probe', 'setNumThreads', 'batchMatMul', 'softmax', 'logSoftmax', 'binary', 'unary', 'transpose', 'rmsNorm', 'rmsNormBackward', 'layerNorm', 'layerNormBackward', 'activation', 'activationBackward', 'gather', 'segmentSum', 'attention', 'attentionBackward', 'softmaxCrossEntropy', 'softmaxCrossEntropyBackward', 'reduce'] as const;
+const REQUIRED = ['info', 'probe', 'setNumThreads', 'batchMatMul', 'softmax', 'logSoftmax', 'binary', 'unary', 'transpose', 'rmsNorm', 'rmsNormBackward', 'layerNorm', 'layerNormBackward', 'activation', 'activationBackward', 'gather', 'segmentSum', 'attention', 'attentionBackward', 'softmaxCrossEntropy', 'softmaxCrossEntropyBackward', 'reduce', 'rope'] as const;
 
 /** Whether a loaded module is this toolkit's CPU kernel addon, and if not, what it lacks. */
 export function missingNativeExports(mod: unknown): string[] {

@@ -22,6 +22,7 @@ export const ATTENTION_KERNEL = 'UnimeAttention';
 export const ATTENTION_GRAD_KERNEL = 'UnimeAttentionGrad';
 export const CROSS_ENTROPY_KERNEL = 'UnimeSoftmaxCrossEntropy';
 export const CROSS_ENTROPY_GRAD_KERNEL = 'UnimeSoftmaxCrossEntropyGrad';
+export const ROPE_KERNEL = 'UnimeRope';
 
 type KernelArgs = { inputs: NamedTensorInfoMap; backend: MathBackendCPU; attrs?: NamedAttrMap };
 
@@ -510,6 +511,23 @@ function attentionShape(q: TensorInfo, k: TensorInfo): Int32Array {
   return Int32Array.from([B, H, Hkv, Sq, Sk, D]);
 }
 
+/**
+ * Rotary embedding, one pass: x [b, h, s, d] and the tables [b, 1, s, rot]; attrs.inverse applies the
+ * transpose (the gradient). The op in ops.ts checks the shapes before it dispatches here.
+ */
+function ropeKernel(addon: NativeKernels): KernelConfig {
+  const kernelFunc: KernelFunc = (args) => {
+    const { inputs, backend, attrs } = args as unknown as KernelArgs;
+    const { x, cos, sin } = inputs as { x: TensorInfo; cos: TensorInfo; sin: TensorInfo };
+    requireF32('rope', x, cos, sin);
+    const [b, h, s, d] = x.shape as [number, number, number, number];
+    const out = alloc(size(x.shape));
+    if (out.length > 0) addon.rope(f32(backend, x), f32(backend, cos), f32(backend, sin), out, b, h, s, d, cos.shape[3]!, Boolean(attrs?.inverse));
+    return backend.makeTensorInfo([...x.shape], 'float32', out);
+  };
+  return { kernelName: ROPE_KERNEL, backendName: NATIVE_BACKEND, kernelFunc };
+}
+
 function attentionKernels(addon: NativeKernels): KernelConfig[] {
   const forward: KernelFunc = (args) => {
     const { inputs, backend, attrs } = args as unknown as KernelArgs;
@@ -692,7 +710,7 @@ export function registerNativeBackend(addon: NativeKernels): void {
   override('SplitV', makeSplit(cpuFunc('SplitV')));
   override('UnsortedSegmentSum', makeSegmentSum(addon, cpuFunc('UnsortedSegmentSum')));
   tf.registerKernel({ kernelName: LOG_SOFTMAX_KERNEL, backendName: NATIVE_BACKEND, kernelFunc: makeRowKernel(addon.logSoftmax, 'x', null) });
-  for (const k of [...normKernels(addon), ...attentionKernels(addon), ...crossEntropyKernels(addon)]) tf.registerKernel(k);
+  for (const k of [...normKernels(addon), ...attentionKernels(addon), ...crossEntropyKernels(addon), ropeKernel(addon)]) tf.registerKernel(k);
 }
 
 /** The kernels the native backend runs in C++ (the rest are the cpu backend's). */
@@ -720,4 +738,5 @@ export const NATIVE_KERNELS = [
   ATTENTION_GRAD_KERNEL,
   CROSS_ENTROPY_KERNEL,
   CROSS_ENTROPY_GRAD_KERNEL,
+  ROPE_KERNEL,
 ] as const;

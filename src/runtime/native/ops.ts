@@ -18,6 +18,7 @@ import {
   NATIVE_BACKEND,
   RMS_NORM_GRAD_KERNEL,
   RMS_NORM_KERNEL,
+  ROPE_KERNEL,
 } from './backend.js';
 
 /** log(softmax(x)) along `axis` (default: the last), computed stably in one pass per row natively. */
@@ -239,4 +240,42 @@ export function softmaxCrossEntropy(logits: Tensor, labels: Tensor): Tensor {
       gradFunc: (dy, [xs, ys, l]) => tf.engine().runKernel(CROSS_ENTROPY_GRAD_KERNEL, { logits: xs!, labels: ys!, lse: l!, dy }, {}) as Tensor,
     };
   })(logits);
+}
+
+/**
+ * Rotary position embedding of x [batch, heads, seq, headDim] with cos / sin tables [batch, 1, seq, rot]
+ * on its first rot dims (the rest pass through: partial rotary): x * cos + rotate_half(x) * sin, as
+ * transformers' apply_rotary_pos_emb. Natively one kernel each way (the tables are constants: no
+ * gradient flows to them); elsewhere, or for other shapes, tfjs ops (the reference).
+ */
+export function rope(x: Tensor, cos: Tensor, sin: Tensor): Tensor {
+  const rot = cos.shape[3] ?? 0;
+  const [b, , s, d] = x.shape as number[];
+  const tablesFit = (t: Tensor) => t.rank === 4 && t.shape[0] === b && t.shape[1] === 1 && t.shape[2] === s && t.shape[3] === rot;
+  if (!nativeActive(x, cos, sin) || x.rank !== 4 || rot % 2 !== 0 || rot > d! || !tablesFit(cos) || !tablesFit(sin)) return ropeReference(x, cos, sin);
+  const run = (ins: Tensor[], save: Saver): GradOut => {
+    // The tables are saved (kept) for the backward pass: the caller may dispose them after the forward.
+    save([cos, sin]);
+    return {
+      value: tf.engine().runKernel(ROPE_KERNEL, { x: ins[0]!, cos, sin }, { inverse: false }) as Tensor,
+      gradFunc: (dy, saved) => tf.engine().runKernel(ROPE_KERNEL, { x: dy, cos: saved[0]!, sin: saved[1]! }, { inverse: true }) as Tensor,
+    };
+  };
+  return fused(1, run)(x);
+}
+
+/** The tfjs-op form of {@link rope}: slices, a concat and broadcast products. */
+export function ropeReference(x: Tensor, cos: Tensor, sin: Tensor): Tensor {
+  return tf.tidy(() => {
+    const [b, h, s, d] = x.shape as [number, number, number, number];
+    const rot = cos.shape[3]!;
+    const xr = rot === d ? x : tf.slice(x, [0, 0, 0, 0], [b, h, s, rot]);
+    const half = rot / 2;
+    const x1 = tf.slice(xr, [0, 0, 0, 0], [b, h, s, half]);
+    const x2 = tf.slice(xr, [0, 0, 0, half], [b, h, s, half]);
+    const rotated = tf.concat([tf.neg(x2), x1], 3);
+    const out = tf.add(tf.mul(xr, cos), tf.mul(rotated, sin));
+    if (rot === d) return out;
+    return tf.concat([out, tf.slice(x, [0, 0, 0, rot], [b, h, s, d - rot])], 3);
+  });
 }
