@@ -8,7 +8,7 @@
 // tools/bench/train_step_torch.py. Each side runs in its own process so the RSS peaks are separate.
 // Not a test: numbers depend on the machine and its load.
 import { spawnSync } from 'node:child_process';
-import { writeFileSync } from 'node:fs';
+import { readFileSync, writeFileSync } from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -248,8 +248,15 @@ async function runWorker(device, shape) {
 // Orchestrator
 // ---------------------------------------------------------------------------------------------
 
+/** The V8 flags of the `unime` bin's shebang (`#!/usr/bin/env -S node <flags>`): the workers run as a recipe does. */
+function cliNodeFlags() {
+  const line = readFileSync(path.join(here, '..', '..', 'dist', 'src', 'cli', 'main.js'), 'utf8').split('\n', 1)[0];
+  const m = /^#!\S*env -S node(.*)$/.exec(line);
+  return m ? m[1].trim().split(/\s+/).filter(Boolean) : [];
+}
+
 function runNode(device, shape, extra) {
-  const r = spawnSync(process.execPath, [fileURLToPath(import.meta.url), '--worker', device, '--shape', JSON.stringify(shape), '--threads', String(threads), ...extra], {
+  const r = spawnSync(process.execPath, [...cliNodeFlags(), fileURLToPath(import.meta.url), '--worker', device, '--shape', JSON.stringify(shape), '--threads', String(threads), ...extra], {
     encoding: 'utf8',
     env: { ...process.env, UNIME_NUM_THREADS: String(threads) },
     maxBuffer: 64 << 20,
