@@ -408,7 +408,9 @@ export async function runRecipe(loaded: LoadedRecipe, opts: RunOptions = {}): Pr
     s.completed = true;
     report.stages.push({ ...s, status: 'ran', result, seconds });
   }
-  if (toRun.length > 0) {
+  // After any run with completed stages, even one that found them all done: the report is rebuilt from
+  // what is on disk (cheap) and its path printed last, as the README says.
+  if (plan.some((s) => s.completed)) {
     const finish: RunFinishContext = {
       recipe: loaded.recipe,
       recipeFile: loaded.file,

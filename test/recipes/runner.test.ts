@@ -16,6 +16,7 @@ import {
   type StageMarker,
 } from '../../src/recipes/index.js';
 import { tempDir } from '../helpers.js';
+import { registerRunFinisher, type RunFinishContext } from '../../src/recipes/registry.js';
 import { recipeErrorAsync } from './helpers.js';
 
 const echoSchema = stageSchema('test-echo', {
@@ -34,6 +35,11 @@ interface Call {
   markerExisted: boolean;
 }
 let calls: Call[] = [];
+/** What the run finishers were handed, run after run. */
+const finished: RunFinishContext[] = [];
+registerRunFinisher('runner-test-probe', async (ctx) => {
+  finished.push(ctx);
+});
 let failOn: string | undefined;
 const unregister: Array<() => void> = [];
 
@@ -155,10 +161,17 @@ test('a rerun skips completed stages; force reruns them (dropping the old marker
     await runRecipe(loaded, { cwd: dir, log: quiet().log });
     calls = [];
     const q = quiet();
+    const finishedBefore = finished.length;
     const again = await runRecipe(loaded, { cwd: dir, log: q.log });
     assert.equal(calls.length, 0);
     assert.deepEqual(again.stages.map((s) => s.status), ['skipped', 'skipped', 'skipped']);
     assert.ok(q.lines.some((l) => /stage first .*already completed/.test(l)));
+    // Run finishers (the run report) still run, from what is on disk, so the report's path is printed again.
+    assert.equal(finished.length, finishedBefore + 1);
+    assert.deepEqual(finished[finishedBefore]!.stages.map((s) => s.completed), [true, true, true]);
+    const before = finished.length;
+    await runRecipe(loaded, { cwd: dir, log: quiet().log, dryRun: true });
+    assert.equal(finished.length, before, 'a dry run finishes nothing');
 
     const forced = await runRecipe(loaded, { cwd: dir, log: quiet().log, force: true, only: ['second'] });
     assert.deepEqual(calls.map((c) => c.name), ['second']);
