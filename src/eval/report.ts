@@ -227,7 +227,7 @@ function comparisonTables(entries: readonly ComparisonEntry[], options: ReportOp
       const x = pick(e.summary);
       const both = b.complete && x.complete;
       const iv = intervals[i] ? intervalOf(intervals[i]!) : undefined;
-      const delta = formatDelta(b.v, x.v, dec) + (iv && b.v !== null && x.v !== null ? ` ${formatInterval(iv)}` : '');
+      const delta = formatDeltaWithInterval(b.v, x.v, iv, dec);
       row.push({ text: x.text, incomplete: !x.complete }, { text: delta + (both ? '' : ` ${INCOMPLETE}`), incomplete: !both });
     });
     return row;
@@ -267,6 +267,11 @@ function comparisonTables(entries: readonly ComparisonEntry[], options: ReportOp
       ),
     })),
   };
+}
+
+/** The delta, then its interval in brackets when there is one (and both values are). */
+export function formatDeltaWithInterval(from: number | null, to: number | null, iv: Interval | undefined, decimals = 2): string {
+  return formatDelta(from, to, decimals) + (iv && from !== null && to !== null ? ` ${formatInterval(iv)}` : '');
 }
 
 /** "[-3.5, +7.0]": an interval of a difference, in percentage points, one decimal. */

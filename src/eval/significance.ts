@@ -19,23 +19,21 @@ import { type MetaTask, META_TASKS } from './mmeb-datasets.js';
 /** Per dataset, per row in file order: 1 where the correct candidate ranked first. */
 export type RowHits = ReadonlyMap<string, Uint8Array>;
 
-/** Row hits as stored in result files: one '1' (the correct item ranked within the top k) or '0' per row, in row order. */
-export function rowHitsString(ranks: ArrayLike<number>, k = 1): string {
-  let s = '';
-  for (let i = 0; i < ranks.length; i++) s += ranks[i]! <= k ? '1' : '0';
-  return s;
-}
-
-/** 0/1 outcomes per row as stored in result files. */
-export function bitString(bits: ArrayLike<number>): string {
+/** 0/1 outcomes per row as stored in result files: one '1' or '0' per row, in row order. */
+export function bitString(bits: ArrayLike<number | boolean>): string {
   let s = '';
   for (let i = 0; i < bits.length; i++) s += bits[i] ? '1' : '0';
   return s;
 }
 
-/** A string of '0' and '1' read back, or null when it is anything else. */
+/** Row hits from ranks: '1' where the correct item ranked within the top k. */
+export function rowHitsString(ranks: ArrayLike<number>, k = 1): string {
+  return bitString(Array.from(ranks, (r) => r <= k));
+}
+
+/** A string of '0' and '1' read back (empty for no rows), or null when it is anything else. */
 export function parseBits(value: unknown): Uint8Array | null {
-  return typeof value === 'string' && /^[01]+$/.test(value) ? Uint8Array.from(value, (c) => (c === '1' ? 1 : 0)) : null;
+  return typeof value === 'string' && /^[01]*$/.test(value) ? Uint8Array.from(value, (c) => (c === '1' ? 1 : 0)) : null;
 }
 
 /**
@@ -48,8 +46,9 @@ export function parseRowHits(value: unknown, file: string): Map<string, Uint8Arr
   if (typeof value !== 'object' || Array.isArray(value)) throw new UnimeError('must map dataset names to strings of 0 and 1', { file, field: 'row_hits', fix });
   const out = new Map<string, Uint8Array>();
   for (const [name, s] of Object.entries(value as Record<string, unknown>)) {
-    if (typeof s !== 'string' || !/^[01]*$/.test(s)) throw new UnimeError('must be a string of 0 and 1, one per row', { file, field: `row_hits.${name}`, fix });
-    out.set(name, Uint8Array.from(s, (c) => (c === '1' ? 1 : 0)));
+    const bits = parseBits(s);
+    if (!bits) throw new UnimeError('must be a string of 0 and 1, one per row', { file, field: `row_hits.${name}`, fix });
+    out.set(name, bits);
   }
   return out;
 }
@@ -105,7 +104,7 @@ export function pairedBootstrap(baseline: ScoredSide, candidate: ScoredSide, opt
 
   const hitsFor = (side: ScoredSide, row: DatasetScoreRow): Uint8Array | null => {
     const h = side.rowHits?.get(row.name);
-    return h && h.length > 0 && row.score !== null && sameScores([100 * observedMeans([[h]])[0]![0]!], [row.score]) ? h : null;
+    return h && h.length > 0 && row.score !== null && sameScores([percentOf(h)], [row.score]) ? h : null;
   };
   const paired: ({ b: Uint8Array; c: Uint8Array } | null)[] = bRows.map((br, i) => {
     const b = hitsFor(baseline, br);
@@ -215,7 +214,12 @@ export function bootstrapIntervals(
 
 /** Each metric's mean (0..1) over all rows, per stratum: what the recorded scores must equal. */
 export function observedMeans(strata: readonly (readonly Uint8Array[])[]): Float64Array[] {
-  return strata.map((metrics) => Float64Array.from(metrics, (m) => (m.length === 0 ? NaN : m.reduce((a, b) => a + b, 0) / m.length)));
+  return strata.map((metrics) => Float64Array.from(metrics, (m) => percentOf(m) / 100));
+}
+
+/** The share of 1s among 0/1 outcomes, in percent (NaN for none). */
+export function percentOf(bits: Uint8Array): number {
+  return bits.length === 0 ? NaN : (100 * bits.reduce((a, b) => a + b, 0)) / bits.length;
 }
 
 /** Values equal within 1e-6 (scores in percent recomputed from row outcomes). */

@@ -10,14 +10,14 @@ import * as path from 'node:path';
 import { UnimeError } from '../errors.js';
 import { checkImagesExist, readJsonFile, statData } from './annotations.js';
 import { cosineSimilarity, matrixRow, rowNorms, type EmbeddingMatrix } from './scoring.js';
+import { percentOf } from './significance.js';
 
 export const SUGARCREPE_SUBSETS = ['add_att', 'add_obj', 'replace_att', 'replace_obj', 'replace_rel', 'swap_att', 'swap_obj'] as const;
 export type SugarcrepeSubset = (typeof SUGARCREPE_SUBSETS)[number];
 
 /** Percent of rows where cos(image, positive) > cos(image, negative), rows aligned. */
 export function sugarcrepeAccuracy(images: EmbeddingMatrix, positives: EmbeddingMatrix, negatives: EmbeddingMatrix, label = 'sugarcrepe'): number {
-  const right = sugarcrepeCorrect(images, positives, negatives, label);
-  return (100 * right.reduce((a, b) => a + b, 0)) / right.length;
+  return percentOf(sugarcrepeCorrect(images, positives, negatives, label));
 }
 
 /** Per sample: 1 where the image is closer to its caption than to the negative (ties count as wrong). */

@@ -6,7 +6,7 @@
  */
 import { UnimeError } from '../errors.js';
 import { formatScore } from './aggregate.js';
-import { escapeHtml, escapeMarkdown, formatDelta, formatInterval, htmlTable, mdTable } from './report.js';
+import { escapeHtml, escapeMarkdown, formatDeltaWithInterval, htmlTable, mdTable } from './report.js';
 import { suiteDeltaIntervals, type OtherSuite, type SuiteResultSummary } from './suite-eval.js';
 
 export const SUITE_TITLES: Readonly<Record<OtherSuite, string>> = {
@@ -44,7 +44,7 @@ export function suiteComparison(results: readonly { label: string; summary: Suit
     results.slice(1).forEach((r, i) => {
       const v = value(r, label);
       const iv = intervals[i]?.intervals.get(label);
-      row.push(v === null ? 'n/a' : formatScore(v), formatDelta(b, v) + (iv && b !== null && v !== null ? ` ${formatInterval(iv)}` : ''));
+      row.push(v === null ? 'n/a' : formatScore(v), formatDeltaWithInterval(b, v, iv));
     });
     return row;
   });

@@ -20,7 +20,7 @@ import { escapeMarkdown } from './report.js';
 import { RETRIEVAL_KS, readRetrievalData, retrievalRanks, retrievalScoresFromRanks, type RetrievalData } from './retrieval.js';
 import { embeddingMatrix, type EmbeddingMatrix } from './scoring.js';
 import { readSugarcrepe, sugarcrepeCorrect, type SugarcrepeData } from './sugarcrepe.js';
-import { bitString, bootstrapIntervals, observedMeans, parseBits, rowHitsString, sameScores, type BootstrapOptions, type Interval } from './significance.js';
+import { bitString, bootstrapIntervals, observedMeans, parseBits, percentOf, rowHitsString, sameScores, type BootstrapOptions, type Interval } from './significance.js';
 import { DEFAULT_TEMPLATES, classEmbeddings, fillTemplate, readTemplates, readZeroshotData, zeroshotRanks, zeroshotScoresFromRanks, type ZeroshotData } from './zeroshot.js';
 
 export const OTHER_SUITES = ['retrieval', 'sugarcrepe', 'zeroshot'] as const;
@@ -282,7 +282,7 @@ export async function runSuiteEval(o: SuiteEvalOptions): Promise<SuiteEvalOutcom
         const pos = await emb.embed(sub.samples.map((x) => text(x.caption)), `${sub.name} captions`);
         const neg = await emb.embed(sub.samples.map((x) => text(x.negative)), `${sub.name} negatives`);
         const right = sugarcrepeCorrect(im, pos, neg, `sugarcrepe ${sub.name}`);
-        subsets[sub.name] = { accuracy: (100 * right.reduce((a, b) => a + b, 0)) / right.length, samples: sub.samples.length, row_hits: bitString(right) };
+        subsets[sub.name] = { accuracy: percentOf(right), samples: sub.samples.length, row_hits: bitString(right) };
       }
       const accs = Object.values(subsets).map((s) => s.accuracy);
       score = accs.reduce((a, b) => a + b, 0) / accs.length;
