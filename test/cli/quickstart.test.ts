@@ -45,6 +45,9 @@ test('the quickstart recipe runs end to end through the CLI (shortened) and writ
     for (const s of ['teacher-train', 'vision', 'align', 'distill', 'hardneg', 'hardneg-off']) assert.match(md, new RegExp(`\\| ${s} \\|`), `report has the loss of ${s}`);
     assert.ok(existsSync(path.join(run, 'report.html')));
     assert.match(r.stderr, /report: .*report\.html/);
+    // The whole chain of the intervals: the eval stages wrote each row's hit, the report read them back.
+    assert.match(md, /\| Overall \(mean of 10 datasets\) \| [0-9.]+ \| [0-9.]+ \| ([-+][0-9.]+|0\.00) \[[-+0-9.]+, [-+0-9.]+\] \|/);
+    assert.match(md, /paired bootstrap over the evaluation rows/);
     // Stage 2 trained on top of stage 1: its adapter chain names the distill adapter.
     const chain = JSON.parse(await fsp.readFile(path.join(run, 'hardneg', 'adapter-chain.json'), 'utf8')) as string[];
     assert.deepEqual(chain, [path.join(run, 'distill', 'adapter')]);
