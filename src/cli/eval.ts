@@ -321,11 +321,12 @@ export function builder(y: Argv) {
           if (mmeb.length > 0) throw new UnimeError(`${mmeb.join(', ')} ${mmeb.length === 1 ? 'is not a suite result' : 'are not suite results'} while the others are`, { field: 'results', fix: 'compare MMEB results and suite results (<suite>.json) separately' });
           if (a.metric !== MMEB_MAIN_METRIC) throw new UnimeError('--metric picks the MMEB metric; suite results show all their headline numbers', { field: '--metric', fix: 'leave --metric out' });
           const table = suiteComparison(suites.map((summary, i) => ({ label: labelOf(i), summary: summary! })));
-          process.stdout.write(`# ${table.suite} results: ${a.results.map((_, i) => labelOf(i)).join(' vs ')}\n\n` + suiteComparisonMarkdown(table, 2));
+          const title = `${table.suite} results: ${a.results.map((_, i) => labelOf(i)).join(' vs ')}`;
+          const markdown = `# ${escapeMarkdown(title)}\n\n${suiteComparisonMarkdown(table, 2)}`;
+          process.stdout.write(markdown);
           if (a.out) {
             const base = path.join(a.out, `${table.suite}-comparison`);
-            const title = `${table.suite} results: ${a.results.map((_, i) => labelOf(i)).join(' vs ')}`;
-            await writeBytesAtomic(`${base}.md`, `# ${escapeMarkdown(title)}\n\n${suiteComparisonMarkdown(table, 2)}`);
+            await writeBytesAtomic(`${base}.md`, markdown);
             await writeBytesAtomic(`${base}.html`, htmlPage(title, `<h1>${escapeHtml(title)}</h1>\n${suiteComparisonHtml(table, 2)}`));
             process.stderr.write(`wrote ${base}.md and ${base}.html\n`);
           }

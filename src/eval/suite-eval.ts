@@ -14,6 +14,7 @@ import * as path from 'node:path';
 import { UnimeError } from '../errors.js';
 import { writeBytesAtomic, writeJsonAtomic } from '../io/atomic.js';
 import { formatScore } from './aggregate.js';
+import { readJsonFile } from './annotations.js';
 import { EmbeddingCache, imageDigest, inputKey, type ModelIdentity } from './embed-cache.js';
 import { EvalInterrupted, ModelLoadFailed, type EvalLog, type EvalModel, type ModelInput } from './mmeb-eval.js';
 import { escapeMarkdown } from './report.js';
@@ -370,13 +371,7 @@ export interface SuiteResultSummary {
 
 /** Read a `<suite>.json` that runSuiteEval wrote. Errors name the file and the field. */
 export async function readSuiteResult(file: string): Promise<SuiteResultSummary> {
-  let value: unknown;
-  try {
-    value = JSON.parse(await fsp.readFile(file, 'utf8'));
-  } catch (e) {
-    throw new UnimeError(`cannot read the suite result: ${(e as Error).message}`, { file, fix: 'run the eval stage again (`unime train <recipe> --only <stage> --force`)', cause: e });
-  }
-  return parseSuiteResult(value, file);
+  return parseSuiteResult(await readJsonFile(file), file);
 }
 
 export function parseSuiteResult(value: unknown, file = '(suite result)'): SuiteResultSummary {
@@ -464,12 +459,7 @@ export function suiteDeltaIntervals(baseline: SuiteResultSummary, candidate: Sui
  * or JSON that does not parse, which the MMEB reader then reports).
  */
 export async function readSuiteResultIfAny(file: string): Promise<SuiteResultSummary | null> {
-  let value: unknown;
-  try {
-    value = JSON.parse(await fsp.readFile(file, 'utf8'));
-  } catch {
-    return null;
-  }
+  const value = await readJsonFile(file).catch(() => null);
   if (typeof value !== 'object' || value === null || !('suite' in value)) return null;
   return parseSuiteResult(value, file);
 }
