@@ -33,6 +33,24 @@ export function meanCrossEntropy(logits: Tensor, labels: Int32Array): Tensor {
   });
 }
 
+/** Added to a masked logit: exp() of it underflows to exactly 0 in float32. */
+export const MASKED_LOGIT = -1e9;
+
+/**
+ * Whether candidate `j` is a copy of candidate `p` (query i's positive): the same content id, another
+ * column. Such a copy (a class label or an answer that several rows of a batch share, one image
+ * listed twice) is the positive itself, not a negative. `ids` null: no copies.
+ */
+export function isPositiveCopy(ids: ArrayLike<number> | null | undefined, j: number, p: number): boolean {
+  return ids != null && j !== p && ids[j] === ids[p];
+}
+
+/** Checks a loss's `candidateIds` option: one integer per candidate column. */
+export function expectCandidateIds(ids: ArrayLike<number> | null | undefined, columns: number, loss: string): void {
+  if (ids == null) return;
+  if (ids.length !== columns) throw new UnimeError(`${loss}: candidateIds has ${ids.length} entries for ${columns} candidate columns`);
+}
+
 /** Throws a UnimeError unless `t` is a rank-2 [rows, dim] matrix. */
 export function expectMatrix(t: Tensor, what: string, loss: string): [number, number] {
   if (t.rank !== 2) throw new UnimeError(`${loss}: ${what} must be a [rows, dim] matrix, got shape [${t.shape.join(', ')}]`);

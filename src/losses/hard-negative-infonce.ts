@@ -3,7 +3,8 @@
  *
  * For query i with positive p(i) and cosine similarities s_ij to every candidate of the (gathered) batch:
  *   alpha_i = s_ip + beta; candidate j is a valid negative iff j != p(i) and s_ij <= alpha_i
- *   (the paper excludes s_ij > alpha_i). The k valid negatives with the highest s_ij are the hard ones
+ *   (the paper excludes s_ij > alpha_i). With `candidateIds`, a candidate with the same content id as p(i)
+ *   (another row's copy of the positive) is excluded too: it is the positive itself. The k valid negatives with the highest s_ij are the hard ones
  *   (ties: lower candidate index first).
  *   Fewer than k valid (m of them, 0 < m < k): the slots are filled cyclically from the ranked valid list,
  *   slot t takes the (t mod m)-th hardest, so the hardest ones are repeated first; the softmax then counts a
@@ -17,10 +18,7 @@
  */
 import { tf, type Tensor } from '../runtime/tf.js';
 import { UnimeError } from '../errors.js';
-import { expectMatrix, expectPositive, l2Normalize, meanCrossEntropy } from './common.js';
-
-/** Added to a masked slot's logit: exp() of it underflows to exactly 0 in float32. */
-const MASKED_LOGIT = -1e9;
+import { MASKED_LOGIT, expectCandidateIds, expectMatrix, expectPositive, isPositiveCopy, l2Normalize, meanCrossEntropy } from './common.js';
 
 export interface HardNegativeInfoNceOptions {
   /** Softmax temperature; UniME uses 0.02. */
@@ -38,6 +36,8 @@ export interface HardNegativeInfoNceOptions {
    * fill k slots; 'mask' leaves the k - m empty slots out of the softmax.
    */
   shortRows?: 'duplicate' | 'mask';
+  /** Content id of every candidate: a copy of a query's positive (same id) is not a negative. */
+  candidateIds?: ArrayLike<number> | null;
 }
 
 export interface HardNegativeSelection {
@@ -45,8 +45,10 @@ export interface HardNegativeSelection {
   indices: Int32Array;
   /** Valid negatives per row before truncation to k. */
   validCounts: Int32Array;
-  /** Candidates excluded per row by the filter, the positive itself not counted. */
+  /** Candidates excluded per row by the filter, the positive itself (and its copies) not counted. */
   filteredCounts: Int32Array;
+  /** Copies of the row's positive among the other candidates (same content id), excluded. */
+  copyCounts: Int32Array;
 }
 
 export interface HardNegativeStats {
@@ -78,16 +80,19 @@ export function selectHardNegatives(
   rows: number,
   cols: number,
   positives: ArrayLike<number>,
-  options: { beta?: number; k?: number } = {},
+  options: { beta?: number; k?: number; candidateIds?: ArrayLike<number> | null } = {},
 ): HardNegativeSelection {
   const beta = options.beta ?? 0.1;
   const k = options.k ?? 8;
   if (!Number.isInteger(k) || k < 1) throw new UnimeError(`hardNegativeInfoNce: k must be a positive integer, got ${k}`);
   if (similarities.length !== rows * cols) throw new UnimeError(`hardNegativeInfoNce: ${similarities.length} similarities for a [${rows}, ${cols}] matrix`);
   if (positives.length !== rows) throw new UnimeError(`hardNegativeInfoNce: ${positives.length} positives for ${rows} queries`);
+  const ids = options.candidateIds ?? null;
+  expectCandidateIds(ids, cols, 'hardNegativeInfoNce');
   const indices = new Int32Array(rows * k).fill(-1);
   const validCounts = new Int32Array(rows);
   const filteredCounts = new Int32Array(rows);
+  const copyCounts = new Int32Array(rows);
   for (let i = 0; i < rows; i++) {
     const p = positives[i]!;
     if (!Number.isInteger(p) || p < 0 || p >= cols) throw new UnimeError(`hardNegativeInfoNce: positive ${p} of query ${i} is not a candidate index in [0, ${cols})`);
@@ -96,6 +101,10 @@ export function selectHardNegatives(
     const valid: number[] = [];
     for (let j = 0; j < cols; j++) {
       if (j === p) continue;
+      if (isPositiveCopy(ids, j, p)) {
+        copyCounts[i]! += 1;
+        continue;
+      }
       if (similarities[base + j]! > alpha) filteredCounts[i]! += 1;
       else valid.push(j);
     }
@@ -104,7 +113,7 @@ export function selectHardNegatives(
     if (valid.length === 0) continue;
     for (let t = 0; t < k; t++) indices[i * k + t] = valid[t % valid.length]!;
   }
-  return { indices, validCounts, filteredCounts };
+  return { indices, validCounts, filteredCounts, copyCounts };
 }
 
 /**
@@ -132,7 +141,7 @@ export function hardNegativeInfoNce(queries: Tensor, candidates: Tensor, options
   const loss = tf.tidy(() => {
     const sim = tf.matMul(l2Normalize(queries), l2Normalize(candidates), false, true);
     const simValues = sim.dataSync();
-    const sel = selectHardNegatives(simValues, b, n, positives, { beta, k });
+    const sel = selectHardNegatives(simValues, b, n, positives, { beta, k, candidateIds: options.candidateIds ?? null });
     selection = sel;
     // Row i of the logits is [s_ip, s_in1 .. s_ink]; an empty row gathers its positive in every slot and
     // is dropped from the mean by a negative label.

@@ -201,6 +201,14 @@ export const unimeHardnegSchema = stageSchema('unime-hardneg', {
        */
       dataset_negatives: z.boolean().default(false),
       /**
+       * A candidate identical to a row's positive (the same text and image: a class label or a short
+       * answer that several rows of a batch share) is the positive again, so it is left out of that
+       * row's negatives in both modes. `false` counts such copies as negatives, as a literal reading of
+       * the published losses does: with short answers that repeat in a batch the query is then pushed
+       * from its own answer as hard as it is pulled to it.
+       */
+      exclude_positive_copies: z.boolean().default(true),
+      /**
        * mode hardneg: the first N steps use every in-batch candidate (VLM2Vec's InfoNCE) before the
        * top-k hard negatives take over. Not part of UniME (0 = off): a weak start whose positives rank
        * below their hardest negatives can lower the hard-negative loss fastest by making every

@@ -99,6 +99,27 @@ export class CollapseWatch {
   }
 }
 
+/**
+ * One integer per target, equal for targets with the same content: the same text and the same image
+ * file of the same subset (image paths are relative to their subset's root).
+ */
+export function contentIds(targets: readonly { subset: number; side: Side }[]): Int32Array {
+  const seen = new Map<string, number>();
+  return Int32Array.from(targets, ({ subset, side }) => {
+    const key = JSON.stringify([side.text, side.image ? subset : -1, side.image]);
+    let id = seen.get(key);
+    if (id === undefined) seen.set(key, (id = seen.size));
+    return id;
+  });
+}
+
+/** Mean over the batch's rows (row i's positive is target i) of the other targets that copy it. */
+function positiveCopiesPerRow(ids: Int32Array, rows: number): number {
+  let n = 0;
+  for (let i = 0; i < rows; i++) for (let j = 0; j < ids.length; j++) if (j !== i && ids[j] === ids[i]) n++;
+  return rows > 0 ? n / rows : 0;
+}
+
 /** Statistics of the step's similarity matrix for metrics.jsonl. */
 function stepStats(stats: HardNegativeStats): Record<string, number> {
   const out: Record<string, number> = {
@@ -224,13 +245,20 @@ export async function runUnimeHardneg(ctx: StageContext<UnimeHardnegStage>): Pro
         replay.clear();
         const queries: PreparedInput[] = [];
         const targets: PreparedInput[] = [];
+        const targetSides: { subset: number; side: Side }[] = [];
+        const addTarget = async (p: Pair, side: Side) => {
+          targets.push(await prepareSide(p, side));
+          targetSides.push({ subset: p.subset, side });
+        };
         for (const p of batch) {
           queries.push(await prepareSide(p, p.query));
-          targets.push(await prepareSide(p, p.pos));
+          await addTarget(p, p.pos);
         }
-        if (useNegatives) for (const p of batch) if (p.neg) targets.push(await prepareSide(p, p.neg));
+        if (useNegatives) for (const p of batch) if (p.neg) await addTarget(p, p.neg);
         const b = batch.length;
+        const candidateIds = s.loss.exclude_positive_copies ? contentIds(targetSides) : null;
         let stats: Record<string, number> = {};
+        const copies: Record<string, number> = candidateIds ? { positive_copies: positiveCopiesPerRow(candidateIds, b) } : {};
         const out = gradCacheStep<PreparedInput, PreparedInput>({
           params,
           encoders: { query: encoder('query'), target: encoder('target') },
@@ -243,14 +271,16 @@ export async function runUnimeHardneg(ctx: StageContext<UnimeHardnegStage>): Pro
                 beta: s.loss.false_negative_beta,
                 k: s.loss.hard_negatives,
                 shortRows: s.loss.when_fewer_than_k === 'mask' ? 'mask' : 'duplicate',
+                candidateIds,
               });
-              stats = stepStats(r.stats);
+              stats = { ...stepStats(r.stats), ...copies };
               watchCollapse(stats);
               return r.loss;
             }
+            stats = copies;
             const extra = c.shape[0]! > b ? tf.slice(c, [b, 0], [-1, -1]) : null;
             const pos = extra ? tf.slice(c, [0, 0], [b, -1]) : c;
-            return inbatchInfoNce(q, pos, { temperature: s.loss.temperature, extraNegatives: extra });
+            return inbatchInfoNce(q, pos, { temperature: s.loss.temperature, extraNegatives: extra, candidateIds });
           },
         });
         const tokens = queries.reduce((n, x) => n + x.ids.length, 0) + targets.reduce((n, x) => n + x.ids.length, 0);

@@ -99,6 +99,8 @@ test('unime-hardneg trains a fresh LoRA over the merged stage-1 adapter and logs
   for (const m of metrics) {
     assert.ok(m.false_negative_rate! >= 0 && m.false_negative_rate! <= 1, `fn rate ${m.false_negative_rate}`);
     assert.ok(Math.abs(m.pos_sim!) <= 1);
+    // copies of a row's positive (same label or answer) are counted, and left out of its negatives
+    assert.ok(m.positive_copies! >= 0 && m.positive_copies! < 8, `positive copies ${m.positive_copies}`);
   }
   // The base checkpoint is untouched; the trained model embeds differently from it.
   assert.equal(await hashDir(model), before);
@@ -120,7 +122,7 @@ test('unime-hardneg in-batch mode with the rows\' own negatives among the candid
   const out = path.join(dir, 'run-inbatch');
   const text = recipe(
     out,
-    `    loss: {mode: inbatch, temperature: 0.05, dataset_negatives: true}
+    `    loss: {mode: inbatch, temperature: 0.05, dataset_negatives: true, exclude_positive_copies: false}
     lora: {rank: 2, alpha: 4, dropout: 0.0}
     train: {lr: 1.0e-3, max_steps: 2, batch_size: 6, gradcache_chunk_size: 4, warmup_ratio: 0, log_every: 1}
 `,
@@ -132,6 +134,9 @@ test('unime-hardneg in-batch mode with the rows\' own negatives among the candid
   const r = (full.stages[2] as { result?: Record<string, unknown> }).result!;
   assert.equal(r.steps, 2);
   assert.ok((r.losses as number[]).every(Number.isFinite));
+  // exclude_positive_copies: false counts copies as negatives and logs no copy statistic
+  const metrics = (await fsp.readFile(path.join(out, 'hardneg', 'metrics.jsonl'), 'utf8')).trim().split('\n').map((l) => JSON.parse(l) as Record<string, number>);
+  assert.ok(metrics.every((m) => !('positive_copies' in m)));
 });
 
 test('unime-hardneg loss.inbatch_warmup_steps: in-batch InfoNCE for the first steps, then the hard negatives', async () => {
