@@ -368,6 +368,8 @@ test('VQA answers are right for their scene, and no other candidate is a defensi
         assert.match(row.qry_text, /How many shapes are there\?$/);
         seenKinds.add('count');
         assert.equal(answer, ['one', 'two', 'three', 'four'][objs.length - 1]);
+        // every count offered is one a scene of the 2x2 grid can have
+        for (const t of others) assert.ok(['one', 'two', 'three', 'four'].includes(t), `${name} row ${i}: impossible count "${t}"`);
       }
     }
   }

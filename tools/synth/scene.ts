@@ -111,8 +111,11 @@ export function randomSceneAny(rng: Rng, count: number): Scene {
   return drawScene(rng, 'any', count);
 }
 
+/** At most one object per cell of the 2x2 grid. */
+export const MAX_OBJECTS = 4;
+
 function drawScene(rng: Rng, split: Split | 'any', count: number): Scene {
-  if (count < 1 || count > 4) throw new RangeError(`randomScene: count must be 1..4, got ${count}`);
+  if (count < 1 || count > MAX_OBJECTS) throw new RangeError(`randomScene: count must be 1..${MAX_OBJECTS}, got ${count}`);
   const shapes = rng.shuffle([...SHAPES]).slice(0, count);
   const colours = rng.shuffle([...COLOURS]);
   const chosen: Colour[] = [];

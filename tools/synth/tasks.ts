@@ -14,7 +14,7 @@
  */
 import type { Rng } from '../../src/runtime/rng.js';
 import {
-  COLOURS, SHAPES, allowedIn, cloneScene, isHeldOut, looseRelationHolds, randomScene, relation, swapAttribute,
+  COLOURS, MAX_OBJECTS, SHAPES, allowedIn, cloneScene, isHeldOut, looseRelationHolds, randomScene, relation, swapAttribute,
   type Colour, type Relation, type Scene, type SceneObject, type Shape, type Split,
 } from './scene.js';
 import { cropCell, renderScene, type Image } from './render.js';
@@ -120,13 +120,15 @@ export function buildClassification(ctx: BuildContext, row: number): Example {
 
 export function buildVqa(ctx: BuildContext, row: number): Example {
   const { rng, split, put } = ctx;
-  const scene = randomScene(rng, split, objectCount(rng));
+  const kind = rng.int(4);
+  // Counting scenes hold 1..MAX_OBJECTS shapes (every count word offered is a possible answer, and
+  // each occurs in training); the other questions need a pair, so 2..4.
+  const scene = randomScene(rng, split, kind === 3 ? 1 + rng.int(MAX_OBJECTS) : objectCount(rng));
   const img = put(`${row}.png`, renderScene(scene));
   const objs = scene.objects;
   const a = objs[0] as SceneObject, b = objs[1] as SceneObject;
   // OOD questions are about object 0, the held-out combination; IND ones about any object.
   const target = split === 'ood' ? a : (objs[rng.int(objs.length)] as SceneObject);
-  const kind = rng.int(4);
   let question: string;
   let answer: string;
   let hard: { text: string; kind: CandidateKind; label?: string }[] = [];
@@ -159,7 +161,9 @@ export function buildVqa(ctx: BuildContext, row: number): Example {
   } else {
     question = 'How many shapes are there?';
     answer = NUMBER_WORDS[objs.length - 1] as string;
-    fill = [...NUMBER_WORDS];
+    // Only counts a scene can have: "five" or "six" could never be right here, never occur in training,
+    // and an embedding model that has not seen them can still rank them first.
+    fill = NUMBER_WORDS.slice(0, MAX_OBJECTS);
   }
   const seen = new Set([answer, ...excluded]);
   const cands: { text: string; image: string; meta: CandidateMeta }[] = [{ text: answer, image: '', meta: { kind: 'positive', label: answer } }];
