@@ -69,6 +69,49 @@ function embedAll<X>(encode: ChunkEncoder<X>, parts: X[][], side: string): Tenso
   });
 }
 
+/**
+ * The whole batch fits one chunk on each side: the cache pass would only repeat the forward, so the
+ * loss is differentiated through both encoders in one go (the same gradient, one forward fewer; the
+ * activations of both sides are held at once).
+ */
+function singlePass<Q, T>(options: GradCacheStepOptions<Q, T>, query: Q[], target: T[], grads: Map<string, Tensor>): GradCacheStepResult {
+  const { params, encoders, loss } = options;
+  let lossValue = Number.NaN;
+  try {
+    tf.tidy(() => {
+      let badShape: number[] | null = null;
+      const f = () => {
+        const q = embedAll(encoders.query, [query], 'query');
+        const t = embedAll(encoders.target, [target], 'target');
+        const l = loss(q, t);
+        if (l.size !== 1) badShape = l.shape;
+        return tf.sum(l) as tf.Scalar;
+      };
+      let value: Tensor;
+      let g: tf.NamedTensorMap = {};
+      try {
+        ({ value, grads: g } = tf.variableGrads(f, params));
+      } catch (err) {
+        // Neither side reads `params` (both frozen): the loss, and zero gradients.
+        if (!(err instanceof Error && /Cannot find a connection/.test(err.message))) throw err;
+        value = f();
+      }
+      if (badShape) throw new UnimeError(`gradCacheStep: the loss must be a scalar, got shape [${(badShape as number[]).join(', ')}]`);
+      lossValue = value.dataSync()[0]!;
+      if (options.lossParams) for (const p of options.lossParams) if (!grads.has(p.name)) throw new UnimeError(`gradCacheStep: loss parameter ${p.name} is not one of params`);
+      for (const [name, gr] of Object.entries(g)) {
+        const prev = grads.get(name)!;
+        grads.set(name, tf.keep(tf.add(prev, gr)));
+        prev.dispose();
+      }
+    });
+  } catch (err) {
+    for (const t of grads.values()) t.dispose();
+    throw err;
+  }
+  return { loss: lossValue, grads };
+}
+
 /** One GradCache step: the loss over the whole batch and its parameter gradients, chunk by chunk. */
 export function gradCacheStep<Q, T>(options: GradCacheStepOptions<Q, T>): GradCacheStepResult {
   const { params, encoders, batch, chunkSize, loss } = options;
@@ -81,6 +124,7 @@ export function gradCacheStep<Q, T>(options: GradCacheStepOptions<Q, T>): GradCa
 
   const grads = new Map<string, Tensor>();
   for (const p of params) grads.set(p.name, tf.zerosLike(p));
+  if (qParts.length === 1 && tParts.length === 1) return singlePass(options, qParts[0]!, tParts[0]!, grads);
   let lossValue = Number.NaN;
   try {
     // 1-2: embeddings without activations, then the loss and d loss / d embeddings on the whole batch.

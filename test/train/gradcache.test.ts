@@ -123,6 +123,31 @@ test('GradCache: encoders see the same chunk index in both passes (for per-chunk
   model.dispose();
 });
 
+test('GradCache: a batch that fits one chunk on each side is embedded once per side', async () => {
+  await useDevice('cpu');
+  const rng = new Rng('gradcache-single');
+  const model = makeModel(rng);
+  const batch = makeBatch(rng);
+  const seen: string[] = [];
+  const encoders = {
+    query: (chunk: Float32Array[], i: number) => (seen.push(`q${i}:${chunk.length}`), model.encoders.query(chunk)),
+    target: (chunk: Float32Array[], i: number) => (seen.push(`t${i}:${chunk.length}`), model.encoders.target(chunk)),
+  };
+  const before = tf.memory().numTensors;
+  const { grads } = gradCacheStep({ params: model.params, encoders, batch, chunkSize: B, loss: (q, t) => inbatchInfoNce(q, t) });
+  assert.deepEqual(seen, [`q0:${B}`, `t0:${B}`]);
+  assert.equal(tf.memory().numTensors - before, grads.size);
+  tf.dispose([...grads.values()]);
+  // both sides frozen: the loss still comes back, with zero gradients
+  const frozen = { query: (c: Float32Array[]) => tf.tensor2d(c.map((r) => Array.from(r.subarray(0, DOUT)))), target: (c: Float32Array[]) => tf.tensor2d(c.map((r) => Array.from(r.subarray(0, DOUT)))) };
+  const r = gradCacheStep({ params: model.params, encoders: frozen, batch, chunkSize: B, loss: (q, t) => inbatchInfoNce(q, t) });
+  assert.ok(Number.isFinite(r.loss) && r.loss > 0);
+  for (const g of r.grads.values()) assert.ok(g.dataSync().every((x) => x === 0));
+  tf.dispose([...r.grads.values()]);
+  assert.equal(tf.memory().numTensors, before);
+  model.dispose();
+});
+
 test('GradCache on the native backend matches its own full batch and the cpu result', { skip: skipNative }, async () => {
   const run = async (device: 'cpu' | 'native') => {
     await useDevice(device);
