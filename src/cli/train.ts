@@ -10,7 +10,7 @@ export function builder(y: Argv) {
     .positional('recipe', { type: 'string', demandOption: true, describe: 'recipe YAML file, e.g. recipes/quickstart.yaml' })
     .positional('overrides', { type: 'string', array: true, describe: 'key.path=value overrides, e.g. stages.stage2.train.lr=2e-5' })
     .option('dry-run', { type: 'boolean', default: false, describe: 'validate and print the plan without running anything' })
-    .option('only', { type: 'string', array: true, describe: 'run only these stages' })
+    .option('only', { type: 'string', array: true, describe: 'run only these stages (repeat it or separate with commas: --only hardneg,eval-stage2)' })
     .option('from', { type: 'string', describe: 'start at this stage (earlier ones must be complete)' })
     .option('force', { type: 'boolean', default: false, describe: 'rerun stages that already completed' })
     .option('device', { type: 'string', choices: ['auto', 'cpu', 'native', 'cuda'], describe: "override the recipe's device" })
@@ -30,13 +30,25 @@ interface Args {
   seed?: number;
 }
 
+/**
+ * --only's values: comma lists split (stage names hold no comma), and `key=value` words, which yargs
+ * hands to an array option when overrides follow it (`--only hardneg stages.hardneg.train.lr=1e-3`),
+ * given back to the overrides (stage names hold no "=" either).
+ */
+export function splitOnly(only: readonly string[] | undefined): { only: string[] | undefined; overrides: string[] } {
+  if (only === undefined) return { only: undefined, overrides: [] };
+  const words = only.flatMap((w) => String(w).split(',')).filter((w) => w !== '');
+  return { only: words.filter((w) => !w.includes('=')), overrides: words.filter((w) => w.includes('=')) };
+}
+
 const handle = handler(async (args: Args) => {
-  const overrides = [...(args.overrides ?? [])];
+  const selected = splitOnly(args.only);
+  const overrides = [...(args.overrides ?? []), ...selected.overrides];
   if (args.device !== undefined) overrides.push(`device=${args.device}`);
   if (args.seed !== undefined) overrides.push(`seed=${args.seed}`);
   const loaded = await loadRecipe(args.recipe, overrides);
   await loadEngines();
-  const opts = { only: args.only, from: args.from, force: args.force };
+  const opts = { only: selected.only, from: args.from, force: args.force };
   if (args.dryRun) {
     process.stdout.write(formatPlan(loaded, await planRecipe(loaded, opts)) + '\n');
     return;

@@ -57,6 +57,23 @@ test('train --dry-run prints the plan and writes nothing', async () => {
   }
 });
 
+test('train --only takes a comma list, and overrides written after it stay overrides', async () => {
+  const { dir, cleanup } = await tempDir();
+  try {
+    const r = await runCli(['train', 'recipes/quickstart.yaml', `output_dir=${dir}/run`, '--dry-run', '--only', 'data,teacher-train', `stages.data.out=${dir}/syn`]);
+    assert.equal(r.code, 0, r.stderr);
+    assert.match(r.stdout, /1\. data  \(synthetic-data\)[^\n]* run\n/);
+    assert.match(r.stdout, /2\. teacher-train  \(caption-contrastive\)[^\n]* run\n/);
+    assert.match(r.stdout, /3\. teacher  \(teacher-embed\)[^\n]* skip \(not selected\)/);
+    assert.ok(r.stdout.includes(`out: ${dir}/syn`), r.stdout);
+    const typo = await runCli(['train', 'recipes/quickstart.yaml', `output_dir=${dir}/run`, '--dry-run', '--only', 'data,hardnge']);
+    assert.equal(typo.code, 2);
+    assert.match(typo.stderr, /--only names stage `hardnge`/);
+  } finally {
+    await cleanup();
+  }
+});
+
 test('train with a bad override is a usage error naming the override', async () => {
   const r = await runCli(['train', 'recipes/quickstart.yaml', 'stages.distill.train.lr=abc', '--dry-run']);
   assert.equal(r.code, 2);
