@@ -41,6 +41,16 @@ function makeBatch(rng: Rng) {
   return { query, target };
 }
 
+/** The model's encoders, noting each call as `q<chunk index>:<rows>` / `t...`. */
+function recordingEncoders(model: ReturnType<typeof makeModel>) {
+  const seen: string[] = [];
+  const encoders = {
+    query: (chunk: Float32Array[], i: number) => (seen.push(`q${i}:${chunk.length}`), model.encoders.query(chunk)),
+    target: (chunk: Float32Array[], i: number) => (seen.push(`t${i}:${chunk.length}`), model.encoders.target(chunk)),
+  };
+  return { seen, encoders };
+}
+
 const LOSSES: Record<string, (q: Tensor, t: Tensor) => Tensor> = {
   inbatchInfoNce: (q, t) => inbatchInfoNce(q, t),
   hardNegativeInfoNce: (q, t) => hardNegativeInfoNce(q, t, { k: 3 }).loss,
@@ -112,11 +122,7 @@ test('GradCache: encoders see the same chunk index in both passes (for per-chunk
   const rng = new Rng('gradcache-index');
   const model = makeModel(rng);
   const batch = makeBatch(rng);
-  const seen: string[] = [];
-  const encoders = {
-    query: (chunk: Float32Array[], i: number) => (seen.push(`q${i}:${chunk.length}`), model.encoders.query(chunk)),
-    target: (chunk: Float32Array[], i: number) => (seen.push(`t${i}:${chunk.length}`), model.encoders.target(chunk)),
-  };
+  const { seen, encoders } = recordingEncoders(model);
   const { grads } = gradCacheStep({ params: model.params, encoders, batch, chunkSize: 3, loss: (q, t) => inbatchInfoNce(q, t) });
   assert.deepEqual(seen, ['q0:3', 'q1:3', 'q2:1', 't0:3', 't1:3', 't2:1', 'q0:3', 'q1:3', 'q2:1', 't0:3', 't1:3', 't2:1']);
   tf.dispose([...grads.values()]);
@@ -128,11 +134,7 @@ test('GradCache: a batch that fits one chunk on each side is embedded once per s
   const rng = new Rng('gradcache-single');
   const model = makeModel(rng);
   const batch = makeBatch(rng);
-  const seen: string[] = [];
-  const encoders = {
-    query: (chunk: Float32Array[], i: number) => (seen.push(`q${i}:${chunk.length}`), model.encoders.query(chunk)),
-    target: (chunk: Float32Array[], i: number) => (seen.push(`t${i}:${chunk.length}`), model.encoders.target(chunk)),
-  };
+  const { seen, encoders } = recordingEncoders(model);
   const before = tf.memory().numTensors;
   const { grads } = gradCacheStep({ params: model.params, encoders, batch, chunkSize: B, loss: (q, t) => inbatchInfoNce(q, t) });
   assert.deepEqual(seen, [`q0:${B}`, `t0:${B}`]);
