@@ -3,9 +3,9 @@
  *
  * For query i with positive p(i) and cosine similarities s_ij to every candidate of the (gathered) batch:
  *   alpha_i = s_ip + beta; candidate j is a valid negative iff j != p(i) and s_ij <= alpha_i
- *   (the paper excludes s_ij > alpha_i). With `candidateIds`, a candidate with the same content id as p(i)
- *   (another row's copy of the positive) is excluded too: it is the positive itself. The k valid negatives with the highest s_ij are the hard ones
- *   (ties: lower candidate index first).
+ *   (the paper excludes s_ij > alpha_i). With `candidateIds`, a candidate with the same content id as
+ *   p(i) (another row's copy of the positive) is excluded too: it is the positive itself. The k valid
+ *   negatives with the highest s_ij are the hard ones (ties: lower candidate index first).
  *   Fewer than k valid (m of them, 0 < m < k): the slots are filled cyclically from the ranked valid list,
  *   slot t takes the (t mod m)-th hardest, so the hardest ones are repeated first; the softmax then counts a
  *   repeated negative once per slot, as the paper's duplication does.

@@ -70,6 +70,38 @@ function embedAll<X>(encode: ChunkEncoder<X>, parts: X[][], side: string): Tenso
 }
 
 /**
+ * The loss summed to a scalar. Thrown from inside a gradient computation, an error leaves a tensor
+ * behind in tfjs; so a non-scalar loss is noted there and `check` reports it once the computation is over.
+ */
+function scalarLoss(loss: (q: Tensor, t: Tensor) => Tensor) {
+  let badShape: number[] | null = null;
+  return {
+    sum: (q: Tensor, t: Tensor): tf.Scalar => {
+      const l = loss(q, t);
+      if (l.size !== 1) badShape = l.shape;
+      return tf.sum(l) as tf.Scalar;
+    },
+    check: (): void => {
+      if (badShape) throw new UnimeError(`gradCacheStep: the loss must be a scalar, got shape [${badShape.join(', ')}]`);
+    },
+  };
+}
+
+/** Adds each named gradient into the running sums (kept outside the caller's tidy). */
+function accumulate(grads: Map<string, Tensor>, named: tf.NamedTensorMap): void {
+  for (const [name, g] of Object.entries(named)) {
+    const prev = grads.get(name)!;
+    grads.set(name, tf.keep(tf.add(prev, g)));
+    prev.dispose();
+  }
+}
+
+/** tfjs's error for a function that reads none of the variables asked about (a frozen encoder). */
+function readsNoParameter(err: unknown): boolean {
+  return err instanceof Error && /Cannot find a connection/.test(err.message);
+}
+
+/**
  * The whole batch fits one chunk on each side: the cache pass would only repeat the forward, so the
  * loss is differentiated through both encoders in one go (the same gradient, one forward fewer; the
  * activations of both sides are held at once).
@@ -79,31 +111,20 @@ function singlePass<Q, T>(options: GradCacheStepOptions<Q, T>, query: Q[], targe
   let lossValue = Number.NaN;
   try {
     tf.tidy(() => {
-      let badShape: number[] | null = null;
-      const f = () => {
-        const q = embedAll(encoders.query, [query], 'query');
-        const t = embedAll(encoders.target, [target], 'target');
-        const l = loss(q, t);
-        if (l.size !== 1) badShape = l.shape;
-        return tf.sum(l) as tf.Scalar;
-      };
+      const scalar = scalarLoss(loss);
+      const f = () => scalar.sum(embedAll(encoders.query, [query], 'query'), embedAll(encoders.target, [target], 'target'));
       let value: Tensor;
       let g: tf.NamedTensorMap = {};
       try {
         ({ value, grads: g } = tf.variableGrads(f, params));
       } catch (err) {
         // Neither side reads `params` (both frozen): the loss, and zero gradients.
-        if (!(err instanceof Error && /Cannot find a connection/.test(err.message))) throw err;
+        if (!readsNoParameter(err)) throw err;
         value = f();
       }
-      if (badShape) throw new UnimeError(`gradCacheStep: the loss must be a scalar, got shape [${(badShape as number[]).join(', ')}]`);
+      scalar.check();
       lossValue = value.dataSync()[0]!;
-      if (options.lossParams) for (const p of options.lossParams) if (!grads.has(p.name)) throw new UnimeError(`gradCacheStep: loss parameter ${p.name} is not one of params`);
-      for (const [name, gr] of Object.entries(g)) {
-        const prev = grads.get(name)!;
-        grads.set(name, tf.keep(tf.add(prev, gr)));
-        prev.dispose();
-      }
+      accumulate(grads, g);
     });
   } catch (err) {
     for (const t of grads.values()) t.dispose();
@@ -119,6 +140,7 @@ export function gradCacheStep<Q, T>(options: GradCacheStepOptions<Q, T>): GradCa
   if (batch.query.length === 0 || batch.target.length === 0) throw new UnimeError('gradCacheStep: the batch is empty');
   const names = params.map((p) => p.name);
   if (new Set(names).size !== names.length) throw new UnimeError(`gradCacheStep: parameter names must be unique, got ${names.join(', ')}`);
+  for (const p of options.lossParams ?? []) if (!names.includes(p.name)) throw new UnimeError(`gradCacheStep: loss parameter ${p.name} is not one of params`);
   const qParts = chunks(batch.query, chunkSize);
   const tParts = chunks(batch.target, chunkSize);
 
@@ -131,24 +153,12 @@ export function gradCacheStep<Q, T>(options: GradCacheStepOptions<Q, T>): GradCa
     const [gq, gt] = tf.tidy(() => {
       const q = embedAll(encoders.query, qParts, 'query');
       const t = embedAll(encoders.target, tParts, 'target');
-      // Thrown from inside a gradient computation, an error leaves a tensor behind in tfjs; so a
-      // non-scalar loss is noted there and reported once the computation is over.
-      let badShape: number[] | null = null;
-      const { value, grads: g } = tf.valueAndGrads((qe: Tensor, te: Tensor) => {
-        const l = loss(qe, te);
-        if (l.size !== 1) badShape = l.shape;
-        return tf.sum(l);
-      })([q, t]);
-      if (badShape) throw new UnimeError(`gradCacheStep: the loss must be a scalar, got shape [${(badShape as number[]).join(', ')}]`);
+      const scalar = scalarLoss(loss);
+      const { value, grads: g } = tf.valueAndGrads((qe: Tensor, te: Tensor) => scalar.sum(qe, te))([q, t]);
+      scalar.check();
       lossValue = value.dataSync()[0]!;
       if (options.lossParams && options.lossParams.length > 0) {
-        const lp = tf.variableGrads(() => tf.sum(loss(q, t)) as tf.Scalar, options.lossParams).grads;
-        for (const [name, gr] of Object.entries(lp)) {
-          const prev = grads.get(name);
-          if (prev === undefined) throw new UnimeError(`gradCacheStep: loss parameter ${name} is not one of params`);
-          grads.set(name, tf.keep(tf.add(prev, gr)));
-          prev.dispose();
-        }
+        accumulate(grads, tf.variableGrads(() => tf.sum(loss(q, t)) as tf.Scalar, options.lossParams).grads);
       }
       return [g[0]!, g[1]!] as [Tensor, Tensor];
     });
@@ -163,14 +173,10 @@ export function gradCacheStep<Q, T>(options: GradCacheStepOptions<Q, T>): GradCa
             pg = tf.variableGrads(() => tf.sum(tf.mul(encode(part, index), g)) as tf.Scalar, params).grads;
           } catch (err) {
             // An encoder that reads none of `params` (a frozen side) contributes nothing.
-            if (err instanceof Error && /Cannot find a connection/.test(err.message)) return;
+            if (readsNoParameter(err)) return;
             throw err;
           }
-          for (const [name, t] of Object.entries(pg)) {
-            const prev = grads.get(name)!;
-            grads.set(name, tf.keep(tf.add(prev, t)));
-            prev.dispose();
-          }
+          accumulate(grads, pg);
         });
         offset += part.length;
       }

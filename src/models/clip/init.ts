@@ -53,7 +53,6 @@ export const VISION_ARCHS: Readonly<Record<string, VisionArch>> = {
   'vit-l-14': vit(1024, 24, 16, 4096, 14),
   'vit-l-14-336': vit(1024, 24, 16, 4096, 14, 336),
   'vit-tiny-8': vit(64, 2, 4, 256, 8, 32),
-  'vit-tiny-16': vit(64, 2, 4, 256, 16, 32),
   'vit-mini-8': vit(128, 4, 4, 512, 8, 64),
 };
 
