@@ -141,7 +141,10 @@ function nodeGyp(nodedir, blas) {
 }
 
 function checkLoads() {
-  const r = run(process.execPath, ['-e', `const a = require(${JSON.stringify(addonFile)}); const i = a.info(); console.log(JSON.stringify(i));`]);
+  // loaded as the toolkit loads it: with the OpenBLAS kernel family chosen from the CPU flags
+  const env = { ...process.env };
+  require(path.join(nativeDir, 'openblas-core.cjs')).chooseOpenblasCore(env);
+  const r = run(process.execPath, ['-e', `const a = require(${JSON.stringify(addonFile)}); const i = a.info(); console.log(JSON.stringify(i));`], { env });
   if (r.status !== 0) return null;
   try {
     return JSON.parse(r.stdout.trim().split('\n').pop());

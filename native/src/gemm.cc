@@ -21,57 +21,69 @@ namespace unime {
 
 namespace {
 
-// 8 floats per vector register. With -mavx2 (or -march=native) GCC maps this to ymm registers; elsewhere it
-// splits into what the target has, so the kernel stays portable.
-typedef float vf8 __attribute__((vector_size(32)));
-
-constexpr int MR = 6;   // rows of C per micro-tile
-constexpr int NR = 16;  // columns of C per micro-tile (two vectors)
+// One vector register of floats. GCC vector extensions map it onto what the target has: with AVX-512
+// (-march=native on such a CPU) a zmm register of 16 floats and a 12 x 32 micro-tile (24 accumulators,
+// 2 B vectors and a broadcast: 27 of the 32 registers); otherwise 8 floats (ymm with AVX2, split on
+// narrower targets) and a 6 x 16 tile (12 of 16 ymm registers).
+#if defined(__AVX512F__)
+constexpr int VL = 16;
+constexpr int MR = 12;  // rows of C per micro-tile
+#else
+constexpr int VL = 8;
+constexpr int MR = 6;
+#endif
+typedef float vfk __attribute__((vector_size(VL * sizeof(float))));
+constexpr int NR = 2 * VL;  // columns of C per micro-tile (two vectors)
 constexpr int64_t KC = 256;
 constexpr int64_t MC = 120;  // multiple of MR; an A block of MC x KC floats stays in L2
+static_assert(MC % MR == 0, "MC must be a multiple of MR");
 
-inline vf8 load8(const float* p) {
-  vf8 v;
+inline vfk loadv(const float* p) {
+  vfk v;
   std::memcpy(&v, p, sizeof v);
   return v;
 }
-inline void store8(float* p, vf8 v) { std::memcpy(p, &v, sizeof v); }
+inline void storev(float* p, vfk v) { std::memcpy(p, &v, sizeof v); }
 
 // acc(MR x NR) = sum_p Ap[p][0..MR) x Bp[p][0..NR); then C = acc or C += acc on the valid mr x nr part.
+// The accumulators are one array indexed by constants only (every loop over it is unrolled), so GCC keeps
+// them in registers.
 inline void micro_kernel(int64_t kc, const float* __restrict Ap, const float* __restrict Bp, float* C, int64_t ldc,
                          int mr, int nr, bool accumulate) {
-  vf8 c00 = {}, c01 = {}, c10 = {}, c11 = {}, c20 = {}, c21 = {}, c30 = {}, c31 = {}, c40 = {}, c41 = {}, c50 = {}, c51 = {};
+  vfk acc[MR][2];
+#pragma GCC unroll 16
+  for (int i = 0; i < MR; ++i) acc[i][0] = acc[i][1] = vfk{};
   for (int64_t p = 0; p < kc; ++p) {
-    const vf8 b0 = load8(Bp);
-    const vf8 b1 = load8(Bp + 8);
-    vf8 a;
-    a = vf8{} + Ap[0]; c00 += a * b0; c01 += a * b1;
-    a = vf8{} + Ap[1]; c10 += a * b0; c11 += a * b1;
-    a = vf8{} + Ap[2]; c20 += a * b0; c21 += a * b1;
-    a = vf8{} + Ap[3]; c30 += a * b0; c31 += a * b1;
-    a = vf8{} + Ap[4]; c40 += a * b0; c41 += a * b1;
-    a = vf8{} + Ap[5]; c50 += a * b0; c51 += a * b1;
+    const vfk b0 = loadv(Bp);
+    const vfk b1 = loadv(Bp + VL);
+#pragma GCC unroll 16
+    for (int i = 0; i < MR; ++i) {
+      const vfk a = vfk{} + Ap[i];
+      acc[i][0] += a * b0;
+      acc[i][1] += a * b1;
+    }
     Ap += MR;
     Bp += NR;
   }
-  const vf8 acc[MR][2] = {{c00, c01}, {c10, c11}, {c20, c21}, {c30, c31}, {c40, c41}, {c50, c51}};
   if (mr == MR && nr == NR) {
+#pragma GCC unroll 16
     for (int i = 0; i < MR; ++i) {
       float* row = C + i * ldc;
       if (accumulate) {
-        store8(row, load8(row) + acc[i][0]);
-        store8(row + 8, load8(row + 8) + acc[i][1]);
+        storev(row, loadv(row) + acc[i][0]);
+        storev(row + VL, loadv(row + VL) + acc[i][1]);
       } else {
-        store8(row, acc[i][0]);
-        store8(row + 8, acc[i][1]);
+        storev(row, acc[i][0]);
+        storev(row + VL, acc[i][1]);
       }
     }
     return;
   }
   alignas(64) float tmp[MR * NR];
+#pragma GCC unroll 16
   for (int i = 0; i < MR; ++i) {
-    store8(tmp + i * NR, acc[i][0]);
-    store8(tmp + i * NR + 8, acc[i][1]);
+    storev(tmp + i * NR, acc[i][0]);
+    storev(tmp + i * NR + VL, acc[i][1]);
   }
   for (int i = 0; i < mr; ++i) {
     float* row = C + i * ldc;

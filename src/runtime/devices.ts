@@ -131,11 +131,16 @@ registerDevice({
   },
 });
 
+/** A path in the package root (dist/src/runtime is three levels below it). */
+function inPackage(...parts: string[]): string {
+  return path.join(path.dirname(fileURLToPath(import.meta.url)), '..', '..', '..', ...parts);
+}
+
 /** Where the native addon is looked for: UNIME_NATIVE_ADDON, else native/build/Release in the package. */
 export function nativeAddonPath(): string {
   const fromEnv = process.env.UNIME_NATIVE_ADDON;
   if (fromEnv) return path.resolve(fromEnv);
-  return path.join(path.dirname(fileURLToPath(import.meta.url)), '..', '..', '..', 'native', 'build', 'Release', 'unime_native.node');
+  return inPackage('native', 'build', 'Release', 'unime_native.node');
 }
 
 /** What the native addon (native/) exports for the device layer. */
@@ -148,12 +153,24 @@ export interface NativeAddon {
 
 let addonCache: { addon: NativeAddon | null; reason?: string } | null = null;
 
+/** native/openblas-core.cjs: the OPENBLAS_CORETYPE choice, shared with the install-time build check. */
+export interface OpenblasCore {
+  openblasCoreType(flags: ReadonlySet<string>): 'SkylakeX' | 'Haswell' | undefined;
+  cpuFlags(cpuinfo?: string): Set<string>;
+  chooseOpenblasCore(env?: NodeJS.ProcessEnv, flags?: ReadonlySet<string>, arch?: string): string | undefined;
+}
+
+export function openblasCore(): OpenblasCore {
+  return createRequire(import.meta.url)(inPackage('native', 'openblas-core.cjs')) as OpenblasCore;
+}
+
 export function loadNativeAddon(): { addon: NativeAddon | null; reason?: string } {
   if (addonCache) return addonCache;
   const p = nativeAddonPath();
   if (!existsSync(p)) {
     addonCache = { addon: null, reason: `addon not built (${path.relative(process.cwd(), p) || p} missing)` };
   } else {
+    openblasCore().chooseOpenblasCore();
     try {
       addonCache = { addon: createRequire(import.meta.url)(p) as NativeAddon };
     } catch (e) {
