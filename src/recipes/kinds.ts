@@ -385,6 +385,10 @@ const liftSchema = stageSchema('clip-train', {
     log_every: 10,
     save_every: 1000,
   }),
+}).superRefine((s, ctx) => {
+  if (s.loss.type === 'cosine' && s.data.negative_column !== null) {
+    ctx.addIssue({ code: 'custom', path: ['data', 'negative_column'], message: 'the cosine loss has no negatives to add hard-negative captions to: set loss.type to infonce, or negative_column to null' });
+  }
 });
 
 const proclipSchema = stageSchema('clip-train', {
@@ -427,6 +431,9 @@ const proclipSchema = stageSchema('clip-train', {
 }).superRefine((s, ctx) => {
   if (s.phase === 'align' && s.clip_text_model === null) {
     ctx.addIssue({ code: 'custom', path: ['clip_text_model'], message: 'expected a CLIP text encoder for phase align, found null' });
+  }
+  if (s.phase === 'align' && s.data.negative_column !== null) {
+    ctx.addIssue({ code: 'custom', path: ['data', 'negative_column'], message: 'phase align distils the adapter and has no contrastive loss: hard-negative captions apply in phase finetune; set negative_column to null' });
   }
 });
 

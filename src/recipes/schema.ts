@@ -174,6 +174,12 @@ export const imageTextDataSchema = z.strictObject({
   image_root: z.string().min(1).nullable().default(null),
   image_column: z.string().min(1).default('image'),
   caption_column: z.string().min(1).default('caption'),
+  /**
+   * A column with one hard-negative caption per row, false for its image (an attribute swapped, say):
+   * NegCLIP's extra image -> text negatives, in clip-train's CLIP loss (not LIFT's cosine loss or
+   * ProCLIP's align phase, which have no negatives) and in mllm-align's InfoNCE. null = none.
+   */
+  negative_column: z.string().min(1).nullable().default(null),
   max_samples: count().nullable().default(null),
 });
 

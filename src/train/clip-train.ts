@@ -71,10 +71,11 @@ export const CLIP_MODEL_DIR = 'model';
 export const TEXT_FEATURES_DIR = 'text-features';
 const EMA_FILE = 'ema.safetensors';
 
-/** One training pair: an image file and its caption. */
+/** One training pair: an image file and its caption (and a caption false for it, with negative_column). */
 export interface ImageTextRow {
   image: string;
   caption: string;
+  negative?: string;
 }
 
 export interface ClipTrainResult extends StageResult {
@@ -84,6 +85,8 @@ export interface ClipTrainResult extends StageResult {
   first_loss: number | null;
   final_loss: number | null;
   rows: number;
+  /** Hard-negative captions (negative_column), one per row; 0 without. */
+  negatives: number;
   trainable_parameters: number;
   /** Retrieval on eval_data (percent), before and after training, and chance R@1. */
   retrieval_before: RetrievalScores | null;
@@ -115,9 +118,10 @@ async function readTableRows(p: string, field: string): Promise<{ rows: Record<s
 
 /** The image-caption pairs of a data block; image paths resolved against image_root or the data file's folder. */
 export async function readImageTextRows(
-  data: { path: string; image_root: string | null; image_column: string; caption_column: string; max_samples: number | null },
+  data: { path: string; image_root: string | null; image_column: string; caption_column: string; negative_column?: string | null; max_samples: number | null },
   field = 'data',
 ): Promise<ImageTextRow[]> {
+  const negColumn = data.negative_column ?? null;
   const { rows: raw, baseDir } = await readTableRows(data.path, field);
   const base = data.image_root !== null ? path.resolve(data.image_root) : baseDir;
   const out: ImageTextRow[] = [];
@@ -131,7 +135,15 @@ export async function readImageTextRows(
     if (typeof caption !== 'string' || caption.length === 0) {
       throw new UnimeError(`row ${i} has no caption in column ${JSON.stringify(data.caption_column)}`, { file: data.path, field: `${field}.caption_column`, fix: `name the caption column (the row has: ${Object.keys(row).join(', ')})` });
     }
-    out.push({ image: path.resolve(base, image), caption });
+    if (negColumn === null) {
+      out.push({ image: path.resolve(base, image), caption });
+      return;
+    }
+    const negative = row[negColumn];
+    if (typeof negative !== 'string' || negative.length === 0) {
+      throw new UnimeError(`row ${i} has no hard-negative caption in column ${JSON.stringify(negColumn)}`, { file: data.path, field: `${field}.negative_column`, fix: `name the column of hard-negative captions, or set it to null (the row has: ${Object.keys(row).join(', ')})` });
+    }
+    out.push({ image: path.resolve(base, image), caption, negative });
   });
   if (out.length === 0) throw new UnimeError('the data holds no image-caption rows', { file: data.path, field });
   return out;
@@ -143,7 +155,7 @@ export async function readImageTextSplits(
   evalData: string | null,
 ): Promise<{ rows: ImageTextRow[]; evalRows: ImageTextRow[] | null }> {
   const rows = await readImageTextRows(data);
-  const evalRows = evalData !== null ? await readImageTextRows({ ...data, path: evalData, image_root: null, max_samples: null }, 'eval_data') : null;
+  const evalRows = evalData !== null ? await readImageTextRows({ ...data, path: evalData, image_root: null, negative_column: null, max_samples: null }, 'eval_data') : null;
   return { rows, evalRows };
 }
 
@@ -241,7 +253,7 @@ async function textFeatures(ctx: StageContext<ClipTrainStage>): Promise<LlmFeatu
       max_length: te.max_length,
       batch_size: te.batch_size,
       bidirectional: te.bidirectional,
-      data: { path: s.data.path, format: s.data.format, text_columns: [s.data.caption_column], max_samples: s.data.max_samples },
+      data: { path: s.data.path, format: s.data.format, text_columns: [s.data.caption_column, ...(s.data.negative_column !== null ? [s.data.negative_column] : [])], max_samples: s.data.max_samples },
       cache_dir: dir,
     });
     ctx.log.info(`clip-train: computing text features with ${s.text_model.path} into ${dir}`);
@@ -414,6 +426,7 @@ export async function runClipTrain(ctx: StageContext<ClipTrainStage>): Promise<C
   let ema: Ema | null = null;
   try {
     const trainFeats = await feats.features(rows.map((r) => r.caption));
+    const negFeats = s.data.negative_column !== null ? await feats.features(rows.map((r) => r.negative!)) : null;
     if (feats.computed > 0) ctx.log.warn(`clip-train: ${feats.computed} captions were not in the text feature cache and were embedded now`);
     const evalFeats = evalRows !== null ? await feats.features(evalRows.map((r) => r.caption)) : null;
     feats.dispose(); // the LLM is not needed during training
@@ -471,7 +484,7 @@ export async function runClipTrain(ctx: StageContext<ClipTrainStage>): Promise<C
     const indices = rows.map((_, i) => i);
     const data = new ShuffledBatches(indices, t.batch_size, rng.fork('data'), { shuffle: true });
     const lrScale = s.vision.layer_decay < 1 ? layerwiseLrScale('vision_model.', model.tower.config.numLayers, s.vision.layer_decay) : undefined;
-    ctx.log.info(`clip-train: ${s.method}${phase ? ` (${phase})` : ''}, ${rows.length} pairs, ${trainable} trainable parameters, batch ${t.batch_size}, text features ${dim}-d -> joint space ${model.config.embed_dim}-d`);
+    ctx.log.info(`clip-train: ${s.method}${phase ? ` (${phase})` : ''}, ${rows.length} pairs${negFeats !== null ? ' with a hard-negative caption each' : ''}, ${trainable} trainable parameters, batch ${t.batch_size}, text features ${dim}-d -> joint space ${model.config.embed_dim}-d`);
 
     const maxScale = s.loss.logit_scale_max;
     const lossOf = (img: Tensor | null, txt: Tensor, batch: readonly number[]): { loss: Tensor; stats: Record<string, Tensor> } => {
@@ -480,7 +493,8 @@ export async function runClipTrain(ctx: StageContext<ClipTrainStage>): Promise<C
         return { loss: terms.loss, stats: { instance: terms.instance, structure: terms.structure } };
       }
       if (s.method === 'lift' && s.loss.type === 'cosine') return { loss: positiveCosineLoss(img!, txt), stats: {} };
-      const contrastive = clipInfoNce(img!, txt, model.logScale!, { maxScale });
+      const negativeText = negFeats !== null ? model.textEmbeds(pickFeats(negFeats, dim, batch)) : null;
+      const contrastive = clipInfoNce(img!, txt, model.logScale!, { maxScale, negativeText });
       if (s.method === 'proclip') {
         const teacher = tf.tidy(() => teacherProj!.forward(poolImage(teacherTower!, stepPixels!, model.config.image.pooling)));
         const terms = procLipDistillationTerms(img!, teacher, { smoothL1Beta: s.loss.smooth_l1_beta, reduction: s.loss.reduction });
@@ -577,6 +591,7 @@ export async function runClipTrain(ctx: StageContext<ClipTrainStage>): Promise<C
       method: s.method,
       ...(phase ? { phase } : {}),
       rows: rows.length,
+      negatives: negFeats !== null ? rows.length : 0,
       trainable_parameters: trainable,
       retrieval_before: before,
       retrieval_after: after,

@@ -149,7 +149,9 @@ export async function runMllmAlign(ctx: StageContext<MllmAlignStage>): Promise<M
       const index = new Map<string, number>();
       const images: PreparedInput[] = [];
       const texts: PreparedInput[] = [];
+      const negatives: PreparedInput[] = [];
       const captionImage = new Int32Array(list.length);
+      const asText = (caption: string) => model.prepare(s.prompts.text.split('<sent>').join(caption), null, { maxLength: s.max_length });
       for (const [c, r] of list.entries()) {
         let i = index.get(r.image);
         if (i === undefined) {
@@ -158,10 +160,11 @@ export async function runMllmAlign(ctx: StageContext<MllmAlignStage>): Promise<M
           images.push(model.prepare(s.prompts.image, await decodeImage(r.image), { maxLength: s.max_length }));
         }
         captionImage[c] = i;
-        texts.push(model.prepare(s.prompts.text.split('<sent>').join(r.caption), null, { maxLength: s.max_length }));
+        texts.push(asText(r.caption));
+        if (r.negative !== undefined) negatives.push(asText(r.negative));
       }
-      ctx.log.info(`mllm-align: ${list.length} ${what} pairs prepared (${images.length} images)`);
-      return { images, texts, captionImage };
+      ctx.log.info(`mllm-align: ${list.length} ${what} pairs prepared (${images.length} images${negatives.length > 0 ? `, ${negatives.length} hard-negative captions` : ''})`);
+      return { images, texts, negatives, captionImage };
     };
     const trainSet = await prepareRows(rows, 'training');
     const evalSet = evalRows !== null ? await prepareRows(evalRows, 'held-out') : null;
@@ -181,13 +184,19 @@ export async function runMllmAlign(ctx: StageContext<MllmAlignStage>): Promise<M
       label: 'mllm-align',
       step: (batch) => {
         const queries = batch.map((i) => trainSet.images[trainSet.captionImage[i]!]!);
-        const targets = batch.map((i) => trainSet.texts[i]!);
+        // with negative_column, each row's hard-negative caption follows the captions as an extra column
+        const withNegatives = trainSet.negatives.length > 0;
+        const targets = [...batch.map((i) => trainSet.texts[i]!), ...(withNegatives ? batch.map((i) => trainSet.negatives[i]!) : [])];
+        const b = batch.length;
         const out = gradCacheStep<PreparedInput, PreparedInput>({
           params,
           encoders: { query: (chunk) => model.embed(chunk), target: (chunk) => model.embed(chunk) },
           batch: { query: queries, target: targets },
           chunkSize: t.gradcache_chunk_size ?? batch.length,
-          loss: (q, c) => inbatchInfoNce(q, c, { temperature: s.loss.temperature }),
+          loss: (q, c) =>
+            withNegatives
+              ? inbatchInfoNce(q, tf.slice(c, [0, 0], [b, -1]), { temperature: s.loss.temperature, extraNegatives: tf.slice(c, [b, 0], [b, -1]) })
+              : inbatchInfoNce(q, c, { temperature: s.loss.temperature }),
         });
         const tokens = queries.reduce((n, x) => n + x.ids.length, 0) + targets.reduce((n, x) => n + x.ids.length, 0);
         return { loss: out.loss, grads: out.grads, samples: batch.length, tokens };

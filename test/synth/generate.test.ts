@@ -382,6 +382,7 @@ test('VQA answers are right for their scene, and no other candidate is a defensi
 interface ImageTextRecord {
   image: string;
   caption: string;
+  neg_caption: string;
   long_caption: string;
   key: string;
   ood: boolean;
@@ -402,7 +403,7 @@ test('image-text pairs: columns, counts, images exist, captions name both object
   assert.equal(test_.length, CLIP_SIZES.small.test);
   const keys = new Set<string>();
   for (const r of [...train, ...test_]) {
-    for (const k of ['image', 'caption', 'long_caption', 'key'] as const) assert.equal(typeof r[k], 'string', k);
+    for (const k of ['image', 'caption', 'neg_caption', 'long_caption', 'key'] as const) assert.equal(typeof r[k], 'string', k);
     assert.equal(typeof r.ood, 'boolean');
     assert.match(r.image, /^images\/(train|test)\/\d{5}\.png$/);
     await fsp.access(path.join(out, 'image-text', r.image));
@@ -419,11 +420,31 @@ test('image-text pairs: columns, counts, images exist, captions name both object
   assert.equal(keys.size, train.length + test_.length, 'keys are unique');
 });
 
+test('image-text hard negatives: the caption with one shape word replaced by a shape the pair lacks, so false for the image', async () => {
+  const shapeRe = /\b(circle|square|triangle|star)\b/g;
+  const replacedAt = [0, 0];
+  for (const r of [...(await readImageText(out, 'train')), ...(await readImageText(out, 'test'))]) {
+    const pos = r.caption.split(' '), neg = r.neg_caption.split(' ');
+    assert.equal(neg.length, pos.length, r.neg_caption);
+    const diff = pos.flatMap((w, i) => (w === neg[i] ? [] : [i]));
+    assert.equal(diff.length, 1, `${r.caption} | ${r.neg_caption}`);
+    const at = diff[0]!;
+    assert.match(pos[at]!, /^(circle|square|triangle|star)$/);
+    // the new shape is neither object's, and the described colour's object has another shape in the image
+    const pairShapes = [...r.caption.matchAll(shapeRe)].map((m) => m[1]);
+    assert.ok(!pairShapes.includes(neg[at]), `${neg[at]} is one of the pair's shapes: ${r.caption}`);
+    const colour = pos[at - 1]!;
+    assert.ok(!r.long_caption.includes(`${colour} ${neg[at]}`), `${r.neg_caption} is true of ${r.long_caption}`);
+    replacedAt[pairShapes.indexOf(pos[at]) as 0 | 1]! += 1;
+  }
+  assert.ok(replacedAt[0]! > 0 && replacedAt[1]! > 0, `both objects get replaced: ${replacedAt.join('/')}`);
+});
+
 test('image-text: train holds no held-out combination; test has some, flagged ood', async () => {
   const train = await readImageText(out, 'train');
   for (const r of train) {
     assert.equal(r.ood, false);
-    assert.ok(!hasHeldOutWords(r.caption) && !hasHeldOutWords(r.long_caption), `held-out combination in train: ${r.long_caption}`);
+    assert.ok(!hasHeldOutWords(r.caption) && !hasHeldOutWords(r.neg_caption) && !hasHeldOutWords(r.long_caption), `held-out combination in train: ${r.long_caption} / ${r.neg_caption}`);
   }
   const test_ = await readImageText(out, 'test');
   const ood = test_.filter((r) => r.ood);

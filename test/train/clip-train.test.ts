@@ -11,6 +11,7 @@ import assert from 'node:assert/strict';
 import { existsSync, promises as fsp } from 'node:fs';
 import * as path from 'node:path';
 import { generateSynthetic } from '../../tools/synth/generate.js';
+import { CLIP_SIZES } from '../../tools/synth/clip.js';
 import { readImageTextRows } from '../../src/train/clip-train.js';
 import { initClipModel, saveClipModel } from '../../src/models/clip/index.js';
 import { isClipSideModel, loadClipSideModel } from '../../src/models/clip/dual-encoder.js';
@@ -52,9 +53,9 @@ before(async () => {
   syn = path.join(dir, 'syn');
   await generateSynthetic({ out: syn, seed: 0, size: 'small' });
   // bag-of-words "LLM features" of every caption, train and test
-  const data = { image_root: null, image_column: 'image', caption_column: 'caption', max_samples: null };
+  const data = { image_root: null, image_column: 'image', caption_column: 'caption', negative_column: 'neg_caption', max_samples: null };
   const rows = [...(await readImageTextRows({ ...data, path: path.join(syn, 'image-text', 'train.parquet') })), ...(await readImageTextRows({ ...data, path: path.join(syn, 'image-text', 'test.parquet') }))];
-  const captions = [...new Set(rows.map((r) => r.caption))];
+  const captions = [...new Set(rows.flatMap((r) => [r.caption, r.negative!]))];
   vocab = [...new Set(captions.flatMap(words))].sort();
   const m = new Float32Array(captions.length * vocab.length);
   captions.forEach((c, i) => {
@@ -89,7 +90,7 @@ vars:
 stages:
   - name: features
     kind: teacher-embed
-    data: {path: "\${vars.syn}/image-text", text_columns: [caption]}
+    data: {path: "\${vars.syn}/image-text", text_columns: [caption, neg_caption]}
     import: {path: ${JSON.stringify(path.join(dir, 'bow.npy'))}, keys: ${JSON.stringify(path.join(dir, 'bow.txt'))}}
 ${stages}`;
 }
@@ -248,6 +249,22 @@ test('a LIFT tower in the tiny LLaVA\'s shape, then mllm-align: the aligned MLLM
   assert.ok(last < Math.log(32) - 0.5, `loss ${last.toFixed(3)} at the end, ln(batch) = ${Math.log(32).toFixed(3)} (collapsed)`);
 });
 
+test('NegCLIP hard-negative captions (negative_column): extra image -> text columns from the feature cache', async () => {
+  const out = path.join(dir, 'run-neg');
+  const lift = (name: string, neg: boolean) =>
+    clipStage(name, `    method: lift\n    vision: {arch: vit-tiny-8}\n    head: {hidden_dim: 64, out_dim: ${vocab.length}}\n    train: {lr: 2.0e-3, epochs: 6, batch_size: 64, warmup_ratio: 0.1, save_every: null}`).replace(
+      'data: {path: "${vars.syn}/image-text/train.parquet"}',
+      `data: {path: "\${vars.syn}/image-text/train.parquet"${neg ? ', negative_column: neg_caption' : ''}}`,
+    );
+  const run = await runRecipe(parseRecipe(recipe(out, lift('plain', false) + lift('neg', true)), { file: 'neg.yaml', env: {} }), { log: quiet(), hub: { offline: true } });
+  const [, plain, neg] = run.stages.map((s) => (s as { result?: Record<string, unknown> }).result!);
+  assertBeatsChance(neg!, 'lift with hard negatives');
+  // the same seed gives the same first batch and weights: the extra columns can only raise the image -> text loss
+  assert.ok((neg!.first_loss as number) > (plain!.first_loss as number) + 1e-3, `first loss ${neg!.first_loss} with negatives, ${plain!.first_loss} without`);
+  assert.equal(neg!.negatives, CLIP_SIZES.small.train);
+  assert.equal(plain!.negatives, 0);
+});
+
 test('bad clip-train input names the field and the fix', async () => {
   const out = path.join(dir, 'run3');
   const text = recipe(
@@ -267,4 +284,11 @@ test('bad clip-train input names the field and the fix', async () => {
     readImageTextRows({ path: path.join(syn, 'image-text', 'train.parquet'), image_root: null, image_column: 'image', caption_column: 'nope', max_samples: null }),
     (e: Error) => /caption_column/.test(e.message) && /long_caption/.test(e.message),
   );
+  await assert.rejects(
+    readImageTextRows({ path: path.join(syn, 'image-text', 'train.parquet'), image_root: null, image_column: 'image', caption_column: 'caption', negative_column: 'negs', max_samples: null }),
+    (e: Error) => /negative_column/.test(e.message) && /"negs"/.test(e.message) && /neg_caption/.test(e.message),
+  );
+  // the cosine loss has no negatives to add them to
+  const cosNeg = recipe(out, clipStage('lift', `    method: lift\n    vision: {arch: vit-tiny-8}\n    head: {hidden_dim: 64, out_dim: ${vocab.length}}\n    loss: {type: cosine}\n    train: {lr: 1.0e-3, max_steps: 1, batch_size: 8}`).replace('train.parquet"}', 'train.parquet", negative_column: neg_caption}'));
+  assert.throws(() => parseRecipe(cosNeg, { file: 'bad3.yaml', env: {} }), (e: Error) => /negative_column/.test(e.message) && /infonce/.test(e.message));
 });

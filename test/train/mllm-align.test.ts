@@ -109,6 +109,21 @@ test('mllm-align: tower from vision_from, projector and decoder trained, untouch
   }
 });
 
+test('mllm-align with negative_column: each row\'s hard-negative caption is one more column of its softmax', async () => {
+  // one step from the same weights and batch: extra columns can only raise the InfoNCE
+  const first = async (name: string, neg: boolean) => {
+    const text = recipe(path.join(dir, name), `    train: {lr: 1.0e-3, max_steps: 1, batch_size: 16, warmup_ratio: 0, save_every: null}\n`).replace(
+      'data: {path: "${vars.syn}/image-text/train.parquet"}',
+      `data: {path: "\${vars.syn}/image-text/train.parquet"${neg ? ', negative_column: neg_caption' : ''}}`,
+    );
+    const run = await runRecipe(parseRecipe(text, { file: `${name}.yaml`, env: {} }), { log: quiet(), hub: { offline: true } });
+    return (run.stages[0] as { result?: MllmAlignResult }).result!;
+  };
+  const plain = await first('plain', false);
+  const neg = await first('neg', true);
+  assert.ok(neg.first_loss! > plain.first_loss! + 1e-4, `first loss ${neg.first_loss} with negatives, ${plain.first_loss} without`);
+});
+
 test('mllm-align refuses a vision_from tower of another shape, naming the field and the fix', async () => {
   // the LLaVA-NeXT fixture's tower: 16 wide at 16 px / 4 px patches, the tiny LLaVA's is 64 wide at 32 px / 8 px
   const other = fixture('llava_next', 'llava-next-tiny');

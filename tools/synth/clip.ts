@@ -1,7 +1,7 @@
 /**
  * CLIP-side data from the synthetic scenes (see tools/synth/README.md):
  *
- *   image-text/{train,test}.parquet     image, caption, long_caption, key, ood   (image paths relative to image-text/)
+ *   image-text/{train,test}.parquet     image, caption, neg_caption, long_caption, key, ood   (image paths relative to image-text/)
  *   image-text/images/{train,test}/*.png
  *   suites/retrieval/test.jsonl         image (relative to the file), captions: two paraphrases
  *   suites/zeroshot/<colour>_<shape>/*.png, classnames.txt, templates.txt   (ImageFolder, 24 classes)
@@ -17,8 +17,8 @@ import { SUGARCREPE_SUBSETS, type SugarcrepeSubset } from '../../src/eval/sugarc
 import { encodePng } from './encode.js';
 import { renderScene } from './render.js';
 import {
-  COLOURS, SHAPES, SIZES as OBJECT_SIZES, isHeldOut, looseRelationHolds, randomScene, randomSceneAny, relation, sceneHasHeldOut,
-  type Colour, type Relation, type Scene, type SceneObject, type Shape, type Size,
+  COLOURS, SHAPES, SIZES as OBJECT_SIZES, cloneScene, isHeldOut, looseRelationHolds, randomScene, randomSceneAny, relation, sceneHasHeldOut,
+  type Colour, type Relation, type Scene, type SceneObject, type Shape, type Size, type Split,
 } from './scene.js';
 import { PARAPHRASES, longCaption, pairCaption, relWords } from './captions.js';
 import { captionHolds } from './tasks.js';
@@ -29,12 +29,14 @@ export const CLIP_SIZES = {
   medium: { train: 4096, test: 512, zeroshotPerClass: 20, sugarcrepe: 200 },
 } as const;
 
-export const IMAGE_TEXT_COLUMNS = ['image', 'caption', 'long_caption', 'key', 'ood'] as const;
+export const IMAGE_TEXT_COLUMNS = ['image', 'caption', 'neg_caption', 'long_caption', 'key', 'ood'] as const;
 export const ZEROSHOT_TEMPLATES = ['a {}.', 'a picture of a {}.', 'an image with a {}.', 'a picture showing a {}.'] as const;
 
 export interface ImageTextRow {
   image: string;
   caption: string;
+  /** The caption with one object's shape replaced: false for the image (a hard negative). */
+  neg_caption: string;
   long_caption: string;
   key: string;
   ood: boolean;
@@ -60,20 +62,22 @@ export interface ClipSummary {
 
 const STRING = { type: 'BYTE_ARRAY', converted_type: 'UTF8', repetition_type: 'OPTIONAL' } as const;
 
-/** The image-text parquet: four string columns and a boolean `ood`. */
+/** The image-text parquet: five string columns and a boolean `ood`. */
 export function encodeImageTextParquet(rows: readonly ImageTextRow[]): Uint8Array {
   const buf = parquetWriteBuffer({
     columnData: [
       { name: 'image', data: rows.map((r) => r.image) },
       { name: 'caption', data: rows.map((r) => r.caption) },
+      { name: 'neg_caption', data: rows.map((r) => r.neg_caption) },
       { name: 'long_caption', data: rows.map((r) => r.long_caption) },
       { name: 'key', data: rows.map((r) => r.key) },
       { name: 'ood', data: rows.map((r) => r.ood) },
     ],
     schema: [
-      { name: 'schema', num_children: 5 },
+      { name: 'schema', num_children: 6 },
       { name: 'image', ...STRING },
       { name: 'caption', ...STRING },
+      { name: 'neg_caption', ...STRING },
       { name: 'long_caption', ...STRING },
       { name: 'key', ...STRING },
       { name: 'ood', type: 'BOOLEAN', repetition_type: 'OPTIONAL' },
@@ -90,6 +94,22 @@ const png = (scene: Scene) => {
 };
 const objectCount = (rng: Rng) => 2 + rng.int(3);
 
+/**
+ * The pair caption (template `t`) with object 0's or 1's shape replaced by one neither has: false for
+ * the scene, since colours are unique in a scene and the only object of that colour has another shape.
+ * Only the shape word differs from the true caption, so it can be told apart by shape alone. IND
+ * (training) captions never name a held-out combination.
+ */
+export function shapeReplacedCaption(rng: Rng, scene: Scene, t: number, split: Split): string {
+  const edited = cloneScene(scene);
+  const i = rng.int(2);
+  const o = edited.objects[i] as SceneObject;
+  const other = edited.objects[1 - i] as SceneObject;
+  const shapes = SHAPES.filter((sh) => sh !== o.shape && sh !== other.shape && (split === 'ood' || !isHeldOut(o.colour, sh)));
+  o.shape = pick(rng, shapes);
+  return pairCaption(edited, t);
+}
+
 /** Whether two scenes' pair captions could be confused: either is (loosely) true of the other. */
 function ambiguous(a: Scene, b: Scene): boolean {
   return captionHolds(a, b) || captionHolds(b, a);
@@ -98,6 +118,8 @@ function ambiguous(a: Scene, b: Scene): boolean {
 export interface ClipRngs {
   train: Rng;
   test: Rng;
+  /** The hard-negative captions (their own stream: the images and captions do not depend on it). */
+  negatives: Rng;
   retrieval: Rng;
   zeroshot: Rng;
   sugarcrepe: Rng;
@@ -113,7 +135,8 @@ export function buildClipData(rngs: ClipRngs, size: (typeof CLIP_SIZES)[keyof ty
     const scene = randomScene(rngs.train, 'ind', objectCount(rngs.train));
     const image = `images/train/${pad(i)}.png`;
     files.push({ path: `image-text/${image}`, data: png(scene) });
-    train.push({ image, caption: pairCaption(scene, rngs.train.int(PARAPHRASES)), long_caption: longCaption(scene), key: `synth-train-${pad(i)}`, ood: false });
+    const t = rngs.train.int(PARAPHRASES);
+    train.push({ image, caption: pairCaption(scene, t), neg_caption: shapeReplacedCaption(rngs.negatives, scene, t, 'ind'), long_caption: longCaption(scene), key: `synth-train-${pad(i)}`, ood: false });
   }
   files.push({ path: 'image-text/train.parquet', data: encodeImageTextParquet(train) });
 
@@ -127,7 +150,8 @@ export function buildClipData(rngs: ClipRngs, size: (typeof CLIP_SIZES)[keyof ty
     testScenes.push(scene);
     const image = `images/test/${pad(i)}.png`;
     files.push({ path: `image-text/${image}`, data: png(scene) });
-    test.push({ image, caption: pairCaption(scene, rngs.test.int(PARAPHRASES)), long_caption: longCaption(scene), key: `synth-test-${pad(i)}`, ood: sceneHasHeldOut(scene) });
+    const t = rngs.test.int(PARAPHRASES);
+    test.push({ image, caption: pairCaption(scene, t), neg_caption: shapeReplacedCaption(rngs.negatives, scene, t, 'ood'), long_caption: longCaption(scene), key: `synth-test-${pad(i)}`, ood: sceneHasHeldOut(scene) });
   }
   files.push({ path: 'image-text/test.parquet', data: encodeImageTextParquet(test) });
 

@@ -10,7 +10,7 @@
  *   <out>/mmeb-eval/<dataset>/test-00000-of-00001.parquet       qry_text, qry_img_path, tgt_text[], tgt_img_path[]
  *   <out>/mmeb-eval/<dataset>/synthetic-meta.jsonl
  *   <out>/mmeb-eval/images.zip                      members <dataset>/*.png (paths in the parquet)
- *   <out>/image-text/{train,test}.parquet           CLIP-style pairs: image, caption, long_caption, key, ood (tools/synth/clip.ts)
+ *   <out>/image-text/{train,test}.parquet           CLIP-style pairs: image, caption, neg_caption, long_caption, key, ood (tools/synth/clip.ts)
  *   <out>/image-text/images/{train,test}/*.png      (paths in the parquet are relative to image-text/)
  *   <out>/suites/retrieval/test.jsonl               image, captions (2 paraphrases), over the image-text test images
  *   <out>/suites/zeroshot/<colour>_<shape>/*.png    ImageFolder of 24 classes, + classnames.txt, templates.txt
@@ -208,6 +208,7 @@ export async function generateSynthetic(options: GenerateOptions): Promise<Gener
     {
       train: root.fork('image-text:train'),
       test: root.fork('image-text:test'),
+      negatives: root.fork('image-text:negatives'),
       retrieval: root.fork('suites:retrieval'),
       zeroshot: root.fork('suites:zeroshot'),
       sugarcrepe: root.fork('suites:sugarcrepe'),
