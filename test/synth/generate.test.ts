@@ -399,20 +399,28 @@ const hasHeldOutWords = (text: string) => heldOutWords.some((w) => text.includes
 test('image-text pairs: columns, counts, images exist, captions name both objects and their relation', async () => {
   const train = await readImageText(out, 'train');
   const test_ = await readImageText(out, 'test');
-  assert.equal(train.length, CLIP_SIZES.small.train);
+  assert.equal(train.length, CLIP_SIZES.small.train + CLIP_SIZES.small.single);
   assert.equal(test_.length, CLIP_SIZES.small.test);
   const keys = new Set<string>();
-  for (const r of [...train, ...test_]) {
+  const phrase = /\b(small|large) (red|green|blue|yellow|purple|orange) (circle|square|triangle|star)\b/g;
+  for (const [i, r] of [...train, ...test_].entries()) {
     for (const k of ['image', 'caption', 'neg_caption', 'long_caption', 'key'] as const) assert.equal(typeof r[k], 'string', k);
     assert.equal(typeof r.ood, 'boolean');
     assert.match(r.image, /^images\/(train|test)\/\d{5}\.png$/);
     await fsp.access(path.join(out, 'image-text', r.image));
     keys.add(r.key);
+    const objs = [...r.long_caption.matchAll(/\b(small|large) (red|green|blue|yellow|purple|orange) (circle|square|triangle|star) (above|below) on the (left|right)\b/g)];
+    if (i >= CLIP_SIZES.small.train && i < train.length) {
+      // the single-object rows after the pair rows: one "size colour shape" phrase, no relation
+      assert.equal([...r.caption.matchAll(phrase)].length, 1, r.caption);
+      assert.doesNotMatch(r.caption, /left|right|above|below/);
+      assert.ok(r.long_caption.startsWith('a picture showing one shape: ') && objs.length === 1, r.long_caption);
+      continue;
+    }
     // the short caption: two "size colour shape" phrases and a relation
-    assert.equal([...r.caption.matchAll(/\b(small|large) (red|green|blue|yellow|purple|orange) (circle|square|triangle|star)\b/g)].length, 2, r.caption);
+    assert.equal([...r.caption.matchAll(phrase)].length, 2, r.caption);
     assert.match(r.caption, /left|right|above|below/);
     // the long caption: every object (2-4) with size, colour, shape and place, then the pair's relation
-    const objs = [...r.long_caption.matchAll(/\b(small|large) (red|green|blue|yellow|purple|orange) (circle|square|triangle|star) (above|below) on the (left|right)\b/g)];
     const n = ['two', 'three', 'four'].indexOf(/^a picture showing (\w+) shapes: /.exec(r.long_caption)?.[1] ?? '') + 2;
     assert.ok(n >= 2 && objs.length === n, r.long_caption);
     assert.match(r.long_caption, /\. the \w+ \w+ is (to the left of|to the right of|above|below) the \w+ \w+\.$/);
@@ -555,7 +563,7 @@ test('every new text is in the tiny tokenizer\'s vocabulary (no <unk>)', async (
 test('CLIP-side row counts scale with --size (tiny) and the manifest lists them', async () => {
   const dir = path.join(tmp.dir, 'tiny-clip');
   const s = await generateSynthetic({ out: dir, seed: 0, size: 'tiny', models: false });
-  assert.equal((await readImageText(dir, 'train')).length, 64);
+  assert.equal((await readImageText(dir, 'train')).length, 64 + 16);
   assert.equal((await readImageText(dir, 'test')).length, 32);
   assert.equal((await readRetrievalData(path.join(dir, 'suites', 'retrieval'))).images.length, 32);
   const zs = path.join(dir, 'suites', 'zeroshot');
@@ -567,7 +575,7 @@ test('CLIP-side row counts scale with --size (tiny) and the manifest lists them'
     suites: { retrieval: { path: string; images: number; captions: number }; zeroshot: { classes: number; images: number; held_out_classes: string[] }; sugarcrepe: { subsets: Record<string, number>; image_count: number } };
   };
   assert.deepEqual(m.image_text.columns, [...IMAGE_TEXT_COLUMNS]);
-  assert.deepEqual([m.image_text.train.rows, m.image_text.test.rows], [64, 32]);
+  assert.deepEqual([m.image_text.train.rows, m.image_text.test.rows], [64 + 16, 32]);
   assert.equal(m.image_text.test.ood_rows, s.clip.testOod);
   assert.deepEqual([m.suites.retrieval.images, m.suites.retrieval.captions], [32, 64]);
   assert.deepEqual([m.suites.zeroshot.classes, m.suites.zeroshot.images], [24, 48]);

@@ -42,6 +42,20 @@ export function pairCaption(scene: Scene, t: number): string {
   }
 }
 
+/** A caption of one object (size, colour, shape) in template `t` (0..PARAPHRASES-1). */
+export function objectCaption(o: SceneObject, t: number): string {
+  switch (t % PARAPHRASES) {
+    case 0:
+      return np(o);
+    case 1:
+      return `a picture of ${np(o)}`;
+    case 2:
+      return `there is ${np(o)}`;
+    default:
+      return `a picture showing ${np(o)}`;
+  }
+}
+
 /** A one-object scene's class label. */
 export function classLabel(o: SceneObject): string {
   return objectName(o);

@@ -209,6 +209,7 @@ export async function generateSynthetic(options: GenerateOptions): Promise<Gener
       train: root.fork('image-text:train'),
       test: root.fork('image-text:test'),
       negatives: root.fork('image-text:negatives'),
+      single: root.fork('image-text:single'),
       retrieval: root.fork('suites:retrieval'),
       zeroshot: root.fork('suites:zeroshot'),
       sugarcrepe: root.fork('suites:sugarcrepe'),
