@@ -18,14 +18,11 @@ let tmp: { dir: string; cleanup: () => Promise<void> };
 let out: string;
 let mllm: string;
 let teacher: string;
-let seconds: number;
 
 before(async () => {
   tmp = await tempDir('unime-synth-models-');
   out = path.join(tmp.dir, 'a');
-  const t0 = performance.now();
   await generateSynthetic({ out, seed: 0, size: 'tiny' });
-  seconds = (performance.now() - t0) / 1000;
   mllm = path.join(out, 'models', 'tiny-mllm');
   teacher = path.join(out, 'models', 'tiny-teacher');
 });
@@ -38,7 +35,6 @@ async function hashes(dir: string): Promise<Record<string, string>> {
 }
 
 test('tiny-mllm is a LLaVA-1.5-style checkpoint in transformers layout that every zoo loader reads', async () => {
-  assert.ok(seconds < 15, `generation took ${seconds.toFixed(1)} s`);
   const cfg = JSON.parse(await fsp.readFile(path.join(mllm, 'config.json'), 'utf8'));
   assert.equal(cfg.model_type, 'llava');
   assert.deepEqual(cfg.architectures, ['LlavaForConditionalGeneration']);
