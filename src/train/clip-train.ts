@@ -425,8 +425,9 @@ export async function runClipTrain(ctx: StageContext<ClipTrainStage>): Promise<C
   let built: Built | null = null;
   let ema: Ema | null = null;
   try {
-    const trainFeats = await feats.features(rows.map((r) => r.caption));
-    const negFeats = s.data.negative_column !== null ? await feats.features(rows.map((r) => r.negative!)) : null;
+    // with negative_column: rows' captions, then their hard negatives (row r's at r + rows.length), one array
+    const withNegatives = s.data.negative_column !== null;
+    const trainFeats = await feats.features([...rows.map((r) => r.caption), ...(withNegatives ? rows.map((r) => r.negative!) : [])]);
     if (feats.computed > 0) ctx.log.warn(`clip-train: ${feats.computed} captions were not in the text feature cache and were embedded now`);
     const evalFeats = evalRows !== null ? await feats.features(evalRows.map((r) => r.caption)) : null;
     feats.dispose(); // the LLM is not needed during training
@@ -484,17 +485,17 @@ export async function runClipTrain(ctx: StageContext<ClipTrainStage>): Promise<C
     const indices = rows.map((_, i) => i);
     const data = new ShuffledBatches(indices, t.batch_size, rng.fork('data'), { shuffle: true });
     const lrScale = s.vision.layer_decay < 1 ? layerwiseLrScale('vision_model.', model.tower.config.numLayers, s.vision.layer_decay) : undefined;
-    ctx.log.info(`clip-train: ${s.method}${phase ? ` (${phase})` : ''}, ${rows.length} pairs${negFeats !== null ? ' with a hard-negative caption each' : ''}, ${trainable} trainable parameters, batch ${t.batch_size}, text features ${dim}-d -> joint space ${model.config.embed_dim}-d`);
+    ctx.log.info(`clip-train: ${s.method}${phase ? ` (${phase})` : ''}, ${rows.length} pairs${withNegatives ? ' with a hard-negative caption each' : ''}, ${trainable} trainable parameters, batch ${t.batch_size}, text features ${dim}-d -> joint space ${model.config.embed_dim}-d`);
 
     const maxScale = s.loss.logit_scale_max;
-    const lossOf = (img: Tensor | null, txt: Tensor, batch: readonly number[]): { loss: Tensor; stats: Record<string, Tensor> } => {
+    // negTxt: the batch's hard-negative captions embedded (negative_column), else null
+    const lossOf = (img: Tensor | null, txt: Tensor, batch: readonly number[], negTxt: Tensor | null): { loss: Tensor; stats: Record<string, Tensor> } => {
       if (align) {
         const terms = procLipDistillationTerms(txt, pickFeats(clipTargets!.data, clipTargets!.dim, batch), { smoothL1Beta: s.loss.smooth_l1_beta, reduction: s.loss.reduction });
         return { loss: terms.loss, stats: { instance: terms.instance, structure: terms.structure } };
       }
       if (s.method === 'lift' && s.loss.type === 'cosine') return { loss: positiveCosineLoss(img!, txt), stats: {} };
-      const negativeText = negFeats !== null ? model.textEmbeds(pickFeats(negFeats, dim, batch)) : null;
-      const contrastive = clipInfoNce(img!, txt, model.logScale!, { maxScale, negativeText });
+      const contrastive = clipInfoNce(img!, txt, model.logScale!, { maxScale, negativeText: negTxt });
       if (s.method === 'proclip') {
         const teacher = tf.tidy(() => teacherProj!.forward(poolImage(teacherTower!, stepPixels!, model.config.image.pooling)));
         const terms = procLipDistillationTerms(img!, teacher, { smoothL1Beta: s.loss.smooth_l1_beta, reduction: s.loss.reduction });
@@ -532,7 +533,8 @@ export async function runClipTrain(ctx: StageContext<ClipTrainStage>): Promise<C
             const { value, grads: g } = tf.variableGrads(() => {
               const img = align ? null : model.imageEmbeds(stepPixels!);
               const txt = model.textEmbeds(pickFeats(trainFeats, dim, batch));
-              const { loss: l, stats } = lossOf(img, txt, batch);
+              const negTxt = withNegatives ? model.textEmbeds(pickFeats(trainFeats, dim, batch.map((r) => r + rows.length))) : null;
+              const { loss: l, stats } = lossOf(img, txt, batch, negTxt);
               for (const [k, v] of Object.entries(stats)) scalars[k] = tf.keep(v.clone());
               return l as tf.Scalar;
             }, params);
@@ -542,17 +544,21 @@ export async function runClipTrain(ctx: StageContext<ClipTrainStage>): Promise<C
             for (const v of Object.values(scalars)) v.dispose();
             grads = new Map(Object.entries(g));
           } else {
+            const b = batch.length;
             const positions = batch.map((_, i) => i);
+            // targets: rows of trainFeats, the captions and then (negative_column) the hard negatives, so the
+            // text side's gradients flow through the encoder for both
+            const targets = [...batch, ...(withNegatives ? batch.map((r) => r + rows.length) : [])];
             const out = gradCacheStep<number, number>({
               params,
               lossParams: model.logScale && params.includes(model.logScale) ? [model.logScale] : [],
               encoders: {
                 query: (part) => model.imageEmbeds(tf.gather(stepPixels!, tf.tensor1d(part, 'int32'))),
-                target: (part) => model.textEmbeds(pickFeats(trainFeats, dim, part.map((p) => batch[p]!))),
+                target: (part) => model.textEmbeds(pickFeats(trainFeats, dim, part)),
               },
-              batch: { query: positions, target: positions },
+              batch: { query: positions, target: targets },
               chunkSize: chunk,
-              loss: (q, tx) => lossOf(q, tx, batch).loss,
+              loss: (q, tx) => (withNegatives ? lossOf(q, tf.slice(tx, [0, 0], [b, -1]), batch, tf.slice(tx, [b, 0], [b, -1])) : lossOf(q, tx, batch, null)).loss,
             });
             loss = out.loss;
             grads = out.grads;
@@ -591,7 +597,7 @@ export async function runClipTrain(ctx: StageContext<ClipTrainStage>): Promise<C
       method: s.method,
       ...(phase ? { phase } : {}),
       rows: rows.length,
-      negatives: negFeats !== null ? rows.length : 0,
+      negatives: withNegatives ? rows.length : 0,
       trainable_parameters: trainable,
       retrieval_before: before,
       retrieval_after: after,

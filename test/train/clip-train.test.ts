@@ -263,6 +263,25 @@ test('NegCLIP hard-negative captions (negative_column): extra image -> text colu
   assert.ok((neg!.first_loss as number) > (plain!.first_loss as number) + 1e-3, `first loss ${neg!.first_loss} with negatives, ${plain!.first_loss} without`);
   assert.equal(neg!.negatives, CLIP_SIZES.small.train + CLIP_SIZES.small.single);
   assert.equal(plain!.negatives, 0);
+
+  // LLM2CLIP's adapter embeds the negatives too: through GradCache (chunks mixing captions and
+  // negatives) the steps must be those of the plain gradient, losses included
+  const l2c = (name: string, chunk: number | null) =>
+    clipStage(name, `    method: llm2clip\n    vision: {arch: vit-tiny-8}\n    adapter: {blocks: 1, hidden_mult: 2, embed_dim: 32}\n    train: {lr: 2.0e-3, max_steps: 4, batch_size: 24, gradcache_chunk_size: ${chunk}, warmup_ratio: 0, save_every: null}`).replace(
+      'data: {path: "${vars.syn}/image-text/train.parquet"}',
+      'data: {path: "\${vars.syn}/image-text/train.parquet", negative_column: neg_caption}',
+    );
+  // (one recipe each, the stage at the same place: its index seeds the weights and the batch order)
+  const l2cRun = async (chunk: number | null) => {
+    const r = await runRecipe(parseRecipe(recipe(path.join(dir, `run-neg-gc-${chunk}`), l2c('l2c', chunk)), { file: 'neg-gc.yaml', env: {} }), { log: quiet(), hub: { offline: true } });
+    return (r.stages[1] as { result?: Record<string, unknown> }).result!;
+  };
+  const whole = await l2cRun(null);
+  const chunked = await l2cRun(10);
+  const lw = whole!.losses as number[], lc = chunked!.losses as number[];
+  assert.equal(lw.length, 4);
+  lw.forEach((l, i) => assert.ok(Math.abs(l - lc[i]!) < 1e-3 * Math.max(1, Math.abs(l)), `step ${i + 1}: loss ${l} whole, ${lc[i]} with GradCache`));
+  assert.ok(lw[3]! !== lw[0]!, 'the steps changed the model');
 });
 
 test('bad clip-train input names the field and the fix', async () => {
