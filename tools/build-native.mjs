@@ -153,6 +153,34 @@ function checkLoads() {
   }
 }
 
+/**
+ * With OpenBLAS linked: times it against the builtin SGEMM in a child process (loaded as the toolkit
+ * loads it) and records the faster in native/build/Release/gemm-choice.json, which the loader applies.
+ * Without a record (a failed timing) the addon keeps its default, OpenBLAS.
+ */
+function chooseGemm() {
+  const env = { ...process.env };
+  delete env.UNIME_GEMM;
+  require(path.join(nativeDir, 'openblas-core.cjs')).chooseOpenblasCore(env);
+  const script = [
+    `const g = require(${JSON.stringify(path.join(nativeDir, 'gemm-choice.cjs'))});`,
+    `const a = require(${JSON.stringify(addonFile)});`,
+    `const r = g.calibrate(a);`,
+    `g.writeGemmChoice(${JSON.stringify(path.dirname(addonFile))}, r);`,
+    `console.log(JSON.stringify(r));`,
+  ].join(' ');
+  const r = run(process.execPath, ['-e', script], { env });
+  if (r.status !== 0) {
+    note('timing OpenBLAS against the builtin SGEMM failed; OpenBLAS stays the default');
+    return null;
+  }
+  try {
+    return JSON.parse(r.stdout.trim().split('\n').pop());
+  } catch {
+    return null;
+  }
+}
+
 function main() {
   if (process.env.UNIME_SKIP_NATIVE === '1') {
     console.log('unime: native kernels not built (UNIME_SKIP_NATIVE=1); the toolkit will run on the slower pure-JS kernels');
@@ -173,8 +201,14 @@ function main() {
   if (!built.ok) giveUp(built.reason);
   const info = checkLoads();
   if (!info) giveUp('the built addon does not load');
+  const seconds = ((Date.now() - started) / 1000).toFixed(0);
+  const choice = info.blas ? chooseGemm() : null;
   writeLog();
-  console.log(`unime: native kernels built in ${((Date.now() - started) / 1000).toFixed(0)} s (gemm: ${info.gemm}, ${info.threads} threads, ${info.simd})`);
+  console.log(`unime: native kernels built in ${seconds} s (gemm: ${info.gemm}, ${info.threads} threads, ${info.simd})`);
+  if (choice) {
+    const user = process.env.UNIME_GEMM !== undefined ? `; UNIME_GEMM=${process.env.UNIME_GEMM} is set and overrides it` : '';
+    console.log(`unime: SGEMM timed on this machine: ${choice.reason}, so the toolkit will use ${choice.gemm === 'blas' ? 'OpenBLAS' : 'the builtin SGEMM'} (UNIME_GEMM=blas|builtin overrides${user})`);
+  }
 }
 
 try {

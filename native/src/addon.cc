@@ -3,8 +3,13 @@
 // shapes, broadcasting and dtype checks happen on the TypeScript side (src/runtime/native/).
 #include <napi.h>
 
+#include <cstdlib>
 #include <string>
 #include <vector>
+
+#if defined(__GLIBC__)
+#include <malloc.h>
+#endif
 
 #include "attention.h"
 #include "elementwise.h"
@@ -59,7 +64,9 @@ Napi::Value BatchMatMul(const Napi::CallbackInfo& info) {
   float* c = f32(info[2], "out");
   const int64_t batch = i64(info[3], "batch"), m = i64(info[4], "m"), n = i64(info[5], "n"), k = i64(info[6], "k");
   const bool ta = info[7].ToBoolean(), tb = info[8].ToBoolean();
-  const bool builtin = info.Length() > 11 && info[11].ToBoolean();
+  // info[11]: true runs the builtin kernel, false BLAS (where linked), absent the process-wide choice.
+  const bool choose = info.Length() > 11 && info[11].IsBoolean();
+  const bool builtin = choose && info[11].ToBoolean();
   auto aOff = offsets(info[9], batch, m * k, "aIndex");
   auto bOff = offsets(info[10], batch, k * n, "bIndex");
   std::vector<int64_t> cOff(static_cast<size_t>(batch));
@@ -71,9 +78,10 @@ Napi::Value BatchMatMul(const Napi::CallbackInfo& info) {
   }
   if (batch * m * n > static_cast<int64_t>(clen)) throw Napi::RangeError::New(env, "batchMatMul: out is too small");
   GemmShape s{m, n, k, ta, tb, ta ? m : k, tb ? k : n, n};
-  // `builtin` runs exactly what a build without BLAS would (benchmarks and tests of that path).
+  // `builtin` runs exactly what a build without BLAS would (benchmarks and tests of that path);
+  // false runs BLAS even where UNIME_GEMM=builtin chose the builtin kernel (the install-time timing).
   const bool was = unime::gemm_forced_builtin();
-  if (builtin) unime::gemm_force_builtin(true);
+  if (choose) unime::gemm_force_builtin(builtin);
   unime::sgemm_batched(s, batch, a, aOff.data(), b, bOff.data(), c, cOff.data());
   unime::gemm_force_builtin(was);
   return env.Undefined();
@@ -369,12 +377,41 @@ Napi::Value Reduce(const Napi::CallbackInfo& info) {
   return env.Undefined();
 }
 
+// How the process's malloc was set up at load ("tuned", or why not), reported by info().
+std::string malloc_mode = "default";
+
+// Kernels write every output into a fresh buffer, and tfjs frees it when the tensor is disposed and
+// collected. With glibc's defaults a buffer above its mmap threshold (128 KiB to 32 MiB, adapting) is a
+// fresh mmap: every page faults on first touch, and the kernel zeroes it, which on a VM can cost more
+// than the product itself (16 MiB: 13 ms to fault in vs 2 ms for the attention matmul writing it). So big
+// buffers come from the heap and freed heap memory is kept for the next one (up to 1 GiB is not handed
+// back). Measured on a 2-core Zen 5 VM: the quickstart's teacher-train 45 -> 33 s, hardneg 125 -> 107 s.
+// Skipped where the user tuned malloc (MALLOC_*_ or GLIBC_TUNABLES) or set UNIME_MALLOC=default.
+void tune_malloc() {
+#if defined(__GLIBC__)
+  const char* opt = std::getenv("UNIME_MALLOC");
+  if (opt != nullptr && std::string(opt) == "default") {
+    malloc_mode = "default (UNIME_MALLOC=default)";
+    return;
+  }
+  if (std::getenv("MALLOC_MMAP_THRESHOLD_") || std::getenv("MALLOC_TRIM_THRESHOLD_") || std::getenv("GLIBC_TUNABLES")) {
+    malloc_mode = "default (the environment tunes malloc)";
+    return;
+  }
+  const bool ok = mallopt(M_MMAP_THRESHOLD, 512 << 20) == 1 && mallopt(M_TRIM_THRESHOLD, 1 << 30) == 1;
+  malloc_mode = ok ? "tuned" : "default (mallopt refused)";
+#else
+  malloc_mode = "default (not glibc)";
+#endif
+}
+
 Napi::Value Info(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   Napi::Object o = Napi::Object::New(env);
   o.Set("gemm", unime::gemm_name());
   o.Set("blas", unime::gemm_has_blas());
   o.Set("threads", unime::pool().size());
+  o.Set("malloc", malloc_mode);
 #if defined(__AVX512F__)
   o.Set("simd", "avx512");
 #elif defined(__AVX2__)
@@ -418,6 +455,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   unime::set_pool_threads(t);
   unime::gemm_set_threads(t);
   if (const char* g = std::getenv("UNIME_GEMM")) unime::gemm_force_builtin(std::string(g) == "builtin");
+  tune_malloc();
   exports.Set("batchMatMul", Napi::Function::New(env, BatchMatMul));
   exports.Set("softmax", Napi::Function::New(env, Softmax));
   exports.Set("logSoftmax", Napi::Function::New(env, LogSoftmax));

@@ -8,7 +8,7 @@ export function builder(y: Argv) {
 }
 const handle = handler(async (args: { json: boolean }) => {
   // Loaded here, not at the top: it starts tfjs, which the other commands' startup need not pay for.
-  const { listDevices } = await import('../runtime/devices.js');
+  const { listDevices, nativeSummary } = await import('../runtime/devices.js');
   const devices = listDevices();
   if (args.json) {
     process.stdout.write(JSON.stringify(devices, null, 2) + '\n');
@@ -16,5 +16,7 @@ const handle = handler(async (args: { json: boolean }) => {
   }
   const rows = devices.map((d) => [d.name, d.availability.available ? 'yes' : 'no', d.availability.available ? d.description : `${d.description}; ${d.availability.reason}`]);
   process.stdout.write(formatTable(['device', 'available', 'notes'], rows) + '\n');
+  const native = nativeSummary();
+  if (native) process.stdout.write(`\n${native} (UNIME_GEMM=blas|builtin overrides; UNIME_NUM_THREADS sets threads)\n`);
 });
 export { handle as handler };

@@ -164,6 +164,30 @@ export function openblasCore(): OpenblasCore {
   return createRequire(import.meta.url)(inPackage('native', 'openblas-core.cjs')) as OpenblasCore;
 }
 
+/** native/gemm-choice.cjs: OpenBLAS or the builtin SGEMM, as timed on this machine at install. */
+export interface GemmRecord {
+  gemm: 'blas' | 'builtin';
+  reason: string;
+  /** BLAS time over builtin time on the timed shapes (above 1: the builtin kernel is faster). */
+  speedup?: number;
+  shapes: { m: number; n: number; k: number; blas_gflops: number; builtin_gflops: number }[];
+}
+export interface GemmChoice {
+  CHOICE_FILE: string;
+  MARGIN: number;
+  calibrate(addon: Pick<NativeKernels, 'info' | 'batchMatMul'>, options?: { budget?: number; shapes?: [number, number, number][] }): GemmRecord;
+  readGemmChoice(dir: string): GemmRecord | null;
+  writeGemmChoice(dir: string, record: GemmRecord): string;
+  applyGemmChoice(dir: string, env?: NodeJS.ProcessEnv): 'blas' | 'builtin' | undefined;
+}
+
+export function gemmChoice(): GemmChoice {
+  return createRequire(import.meta.url)(inPackage('native', 'gemm-choice.cjs')) as GemmChoice;
+}
+
+/** Where the addon's SGEMM choice came from: the user's UNIME_GEMM, the install-time timing, or the default. */
+let gemmSource = 'default';
+
 export function loadNativeAddon(): { addon: NativeAddon | null; reason?: string } {
   if (addonCache) return addonCache;
   const p = nativeAddonPath();
@@ -171,6 +195,9 @@ export function loadNativeAddon(): { addon: NativeAddon | null; reason?: string 
     addonCache = { addon: null, reason: `addon not built (${path.relative(process.cwd(), p) || p} missing)` };
   } else {
     openblasCore().chooseOpenblasCore();
+    const userGemm = process.env.UNIME_GEMM;
+    const timed = gemmChoice().applyGemmChoice(path.dirname(p));
+    gemmSource = userGemm !== undefined ? `UNIME_GEMM=${userGemm}` : timed !== undefined ? 'timed at install' : 'default';
     try {
       addonCache = { addon: createRequire(import.meta.url)(p) as NativeAddon };
     } catch (e) {
@@ -239,6 +266,21 @@ export function nativeInfo(): NativeInfo | null {
   const { addon } = loadNativeAddon();
   if (!addon || missingNativeExports(addon).length > 0) return null;
   return (addon as unknown as NativeKernels).info();
+}
+
+/**
+ * One line on the native CPU kernels for `unime devices`: the SGEMM in use and why (the user's UNIME_GEMM,
+ * or the install-time timing of OpenBLAS against the builtin kernel), threads and SIMD. Null without the addon.
+ */
+export function nativeSummary(): string | null {
+  const info = nativeInfo();
+  if (!info) return null;
+  let why = '';
+  if (gemmSource === 'timed at install') {
+    const r = gemmChoice().readGemmChoice(path.dirname(nativeAddonPath()));
+    why = r ? `; timed at install: ${r.reason}` : '';
+  } else if (gemmSource !== 'default') why = `; from ${gemmSource}`;
+  return `native: gemm ${info.gemm}${why}; ${info.threads} threads, ${info.simd}; malloc ${info.malloc ?? 'default'}`;
 }
 
 registerDevice(nativeProvider());

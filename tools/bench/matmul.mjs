@@ -19,7 +19,7 @@ process.env.UNIME_NUM_THREADS = String(threads);
 const quick = flag('--quick');
 
 const { tf } = await import(path.join(root, 'dist', 'src', 'runtime', 'tf.js'));
-const { useDevice, nativeInfo, loadNativeAddon } = await import(path.join(root, 'dist', 'src', 'runtime', 'devices.js'));
+const { useDevice, nativeInfo, nativeSummary, loadNativeAddon } = await import(path.join(root, 'dist', 'src', 'runtime', 'devices.js'));
 const nativeOps = await import(path.join(root, 'dist', 'src', 'runtime', 'native', 'ops.js'));
 
 /** [label, batch, m, n, k, transposeA, transposeB] */
@@ -90,15 +90,15 @@ async function benchBackend(device, shape, budget, minReps) {
   return flopsOf(shape) / s / 1e9;
 }
 
-/** The builtin GEMM through the addon directly (what runs where OpenBLAS is not installed). */
-function benchBuiltin(shape, budget) {
+/** One of the addon's two GEMMs directly: the builtin one (what runs where OpenBLAS is not installed) or BLAS. */
+function benchAddon(shape, budget, builtin) {
   const { addon } = loadNativeAddon();
   const [, batch, m, n, k, ta, tb] = shape;
   const nb = batch.reduce((x, y) => x * y, 1);
   const a = new Float32Array(nb * m * k).map(() => Math.random() - 0.5);
   const b = new Float32Array(nb * k * n).map(() => Math.random() - 0.5);
   const c = new Float32Array(nb * m * n);
-  const s = timeIt(() => addon.batchMatMul(a, b, c, nb, m, n, k, ta, tb, null, null, true), budget);
+  const s = timeIt(() => addon.batchMatMul(a, b, c, nb, m, n, k, ta, tb, null, null, builtin), budget);
   return flopsOf(shape) / s / 1e9;
 }
 
@@ -159,7 +159,7 @@ if (!info) {
   process.exit(1);
 }
 const budget = quick ? 0.5 : 2;
-console.log(`unime matmul benchmark: ${threads} threads, native gemm ${info.gemm}, ${info.simd}; ${os.cpus()[0]?.model ?? 'cpu'} x${os.cpus().length}`);
+console.log(`unime matmul benchmark: ${threads} threads; ${os.cpus()[0]?.model ?? 'cpu'} x${os.cpus().length}\n${nativeSummary()}`);
 const torch = flag('--no-torch') ? { error: 'skipped (--no-torch)' } : benchTorch(budget);
 if (torch.error) console.log(`PyTorch: not measured (${torch.error})`);
 else console.log(`PyTorch ${torch.version} on CPU, ${torch.threads} threads`);
@@ -167,20 +167,21 @@ else console.log(`PyTorch ${torch.version} on CPU, ${torch.threads} threads`);
 const rows = [];
 for (const [i, shape] of SHAPES.entries()) {
   const native = await benchBackend('native', shape, budget, 3);
-  const builtin = info.blas ? benchBuiltin(shape, budget) : native;
+  const builtin = info.blas ? benchAddon(shape, budget, true) : native;
+  const blas = info.blas ? benchAddon(shape, budget, false) : NaN;
   // The JS kernels run at ~1 GFLOP/s: one timed call after a warm-up is plenty, and skip the biggest in --quick.
   const js = flag('--no-js') || (quick && flopsOf(shape) > 1.5e9) ? NaN : await benchBackend('cpu', shape, 0, 1);
   const pt = torch.gflops?.[i] ?? NaN;
-  rows.push({ shape: shape[0], native, builtin, js, pt });
+  rows.push({ shape: shape[0], native, blas, builtin, js, pt });
 }
 
 const f = (x) => (Number.isFinite(x) ? x.toFixed(1) : '-');
 const r = (x) => (Number.isFinite(x) ? `${x.toFixed(2)}x` : '-');
-const header = ['shape', 'native', 'builtin', 'js cpu', 'pytorch', 'native/pytorch', 'native/js'];
-const table = rows.map((x) => [x.shape, f(x.native), f(x.builtin), f(x.js), f(x.pt), r(x.native / x.pt), r(x.native / x.js)]);
+const header = ['shape', 'native', 'openblas', 'builtin', 'js cpu', 'pytorch', 'native/pytorch', 'native/js'];
+const table = rows.map((x) => [x.shape, f(x.native), f(x.blas), f(x.builtin), f(x.js), f(x.pt), r(x.native / x.pt), r(x.native / x.js)]);
 const widths = header.map((h, c) => Math.max(h.length, ...table.map((row) => row[c].length)));
 const line = (cells) => cells.map((c, i) => (i === 0 ? c.padEnd(widths[i]) : c.padStart(widths[i]))).join('  ');
-console.log('\nGFLOP/s (median of timed calls; "builtin" is the addon\'s own SGEMM, used when OpenBLAS is absent)');
+console.log('\nGFLOP/s (median of timed calls; "native" is what the toolkit runs, the faster of "openblas" and the addon\'s own "builtin" SGEMM as timed at install)');
 console.log(line(header));
 for (const row of table) console.log(line(row));
 

@@ -14,6 +14,8 @@ export interface NativeInfo {
   threads: number;
   /** Vector instruction set it was compiled for. */
   simd: string;
+  /** "tuned" when the addon set glibc malloc to keep big freed buffers (native/src/addon.cc), else why not. */
+  malloc?: string;
 }
 
 export interface NativeKernels {
@@ -23,7 +25,8 @@ export interface NativeKernels {
   setNumThreads(n: number): number;
   /**
    * `batch` products op(A)[m,k] x op(B)[k,n] into out[batch, m, n]; aIndex[i] / bIndex[i] name the stored
-   * matrix output batch i reads (null: i itself). `builtin` forces the addon's own GEMM over BLAS.
+   * matrix output batch i reads (null: i itself). `builtin`: true runs the addon's own GEMM, false BLAS
+   * (where linked), absent the process-wide choice (UNIME_GEMM, or the install-time timing).
    */
   batchMatMul(
     a: Float32Array,
