@@ -21,6 +21,7 @@ import { log } from '../runtime/log.js';
 import type { tf } from '../runtime/tf.js';
 import { loadMultimodalModel } from './mllm/load.js';
 import { loadLoraAdapter } from './peft/adapter-io.js';
+import { adapterTarget } from './mllm/lora-target.js';
 import { resolveAdapterChain } from './peft/chain.js';
 import { mergeLora } from './peft/lora.js';
 
@@ -113,26 +114,27 @@ async function mergedWeights(baseDir: string, ckpt: Checkpoint, chain: readonly 
   if (chain.length === 0) return out;
   const model = await loadMultimodalModel(baseDir, { trainable: false });
   try {
-    const decoder = model.decoder;
-    const keyOf = new Map<tf.Variable, string>();
-    for (const [k, v] of decoder.weights) keyOf.set(v, k);
+    // every weight an adapter may touch, by its checkpoint key: the language model's and the vision tower's
+    const byKey = new Map<string, tf.Variable>();
+    for (const [k, v] of model.decoder.weights) byKey.set(model.decoder.source.prefix + k, v);
+    if (model.vision) for (const [k, v] of model.vision.weights) byKey.set(model.vision.source.prefix + k, v);
+    const keyOf = new Map([...byKey].map(([k, v]) => [v, k] as const));
     const adapted = new Set<string>();
     for (const dir of chain) {
-      const adapter = await loadLoraAdapter(dir, decoder);
+      const { target, modulePrefix } = await adapterTarget(model, dir);
+      const adapter = await loadLoraAdapter(dir, target, modulePrefix !== undefined ? { modulePrefix } : {});
       for (const l of adapter.layers) {
         const k = keyOf.get(l.linear.weight);
-        if (k === undefined) throw new UnimeError(`adapted module ${l.moduleName} has no weight among the decoder's`, { file: dir });
+        if (k === undefined) throw new UnimeError(`adapted module ${l.moduleName} has no weight among the model's`, { file: dir });
         adapted.add(k);
       }
-      mergeLora(decoder);
+      mergeLora(target);
     }
-    for (const k of adapted) {
-      const key = decoder.source.prefix + k;
+    for (const key of adapted) {
       if (!ckpt.has(key)) {
         throw new UnimeError(`merged weight ${key} is not a tensor of the base checkpoint`, { file: baseDir, fix: 'export from the checkpoint the adapters were trained on' });
       }
-      const v = decoder.weights.get(k)!;
-      out.set(key, (await v.data()) as Float32Array);
+      out.set(key, (await byKey.get(key)!.data()) as Float32Array);
     }
     return out;
   } finally {

@@ -11,6 +11,7 @@ import {
   datasetSelectionSchema,
   imageTextDataSchema,
   loraSchema,
+  multimodalLoraSchema,
   mmebTrainDataSchema,
   modelRefSchema,
   quantizationSchema,
@@ -218,7 +219,7 @@ export const unimeHardnegSchema = stageSchema('unime-hardneg', {
     })
     .prefault({}),
   /** Rank 16 is published; alpha 64 and dropout 0.1 are VLM2Vec's. */
-  lora: loraSchema({ rank: 16, alpha: 64, dropout: 0.1 }),
+  lora: multimodalLoraSchema({ rank: 16, alpha: 64, dropout: 0.1 }),
   quantization: quantizationSchema.default('none'),
   /**
    * Published: lr 1e-4 (Phi-3.5-V; 2e-5 for LLaVA-1.6), 1000 steps, batch 1024, GradCache.

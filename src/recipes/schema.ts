@@ -45,15 +45,31 @@ export interface LoraDefaults {
   dropout: number;
 }
 
+function loraObject(d: LoraDefaults) {
+  return z.strictObject({
+    rank: count().default(d.rank),
+    alpha: positive().default(d.alpha),
+    dropout: z.number().min(0).lt(1).default(d.dropout),
+    /** `all-linear` = every linear layer of the language model (of the vision tower too with `vision_tower`). */
+    target_modules: z.union([z.literal('all-linear'), z.array(z.string().min(1)).min(1)]).default('all-linear'),
+  });
+}
+
 /** LoRA adapter settings; each stage kind supplies its own published defaults. */
 export function loraSchema(d: LoraDefaults) {
-  return z
-    .strictObject({
-      rank: count().default(d.rank),
-      alpha: positive().default(d.alpha),
-      dropout: z.number().min(0).lt(1).default(d.dropout),
-      /** `all-linear` = every linear layer of the language model (not the vision tower). */
-      target_modules: z.union([z.literal('all-linear'), z.array(z.string().min(1)).min(1)]).default('all-linear'),
+  return loraObject(d).prefault({});
+}
+
+/** LoRA settings of a stage that trains a multimodal model's embeddings: `vision_tower` too. */
+export function multimodalLoraSchema(d: LoraDefaults) {
+  return loraObject(d)
+    .extend({
+      /**
+       * Also adapt the vision tower: target_modules then selects among its linear layers too, by their
+       * full names in the checkpoint, as peft does over the whole model (VLM2Vec's default target list,
+       * which UniME trains with, names CLIP's q/k/v/out_proj). One peft adapter holds both parts.
+       */
+      vision_tower: z.boolean().default(false),
     })
     .prefault({});
 }

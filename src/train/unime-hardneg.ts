@@ -21,7 +21,8 @@ import { inbatchInfoNce } from '../losses/inbatch-infonce.js';
 import { checkImageSize } from '../models/mllm/embedder.js';
 import { loadMultimodalModel } from '../models/mllm/load.js';
 import type { MultimodalModel, PreparedInput } from '../models/mllm/types.js';
-import { ADAPTER_CONFIG, ADAPTER_DIR, ADAPTER_WEIGHTS, applyLora, mergeAdapterChain, resolveAdapterChain, saveLoraAdapter, writeAdapterChain } from '../models/peft/index.js';
+import { ADAPTER_CONFIG, ADAPTER_DIR, ADAPTER_WEIGHTS, applyLora, resolveAdapterChain, saveLoraAdapter, writeAdapterChain } from '../models/peft/index.js';
+import { mergeMultimodalAdapterChain, multimodalLoraTarget } from '../models/mllm/lora-target.js';
 import { attachStageRunner, type StageContext, type StageResult } from '../recipes/registry.js';
 import type { unimeHardnegSchema } from '../recipes/kinds.js';
 import { Rng } from '../runtime/rng.js';
@@ -178,8 +179,10 @@ export async function runUnimeHardneg(ctx: StageContext<UnimeHardnegStage>): Pro
     if (model.imageMarker === null && pairs.some((p) => p.query.image || p.pos.image)) {
       throw new UnimeError(`${s.model.path} is a text-only model but the data has images`, { field: 'model', fix: 'train stage 2 on a multimodal checkpoint (LLaVA, ...)' });
     }
-    await mergeAdapterChain(model.decoder, chain);
-    const adapter = applyLora(model.decoder, loraOptionsFromRecipe(s.lora, rng));
+    await mergeMultimodalAdapterChain(model, chain);
+    // the language model, or with lora.vision_tower the language model and the vision tower (one peft adapter)
+    const loraTarget = multimodalLoraTarget(model, s.lora.vision_tower);
+    const adapter = applyLora(loraTarget, loraOptionsFromRecipe(s.lora, rng));
     ownVariables.push(...adapter.variables);
     await writeAdapterChain(ctx.outputDir, chain);
     adapter.train(true);
@@ -287,11 +290,11 @@ export async function runUnimeHardneg(ctx: StageContext<UnimeHardnegStage>): Pro
         return { loss: out.loss, grads: out.grads, samples: b, tokens, stats };
       },
       onCheckpoint: async (info) => {
-        await saveLoraAdapter(path.join(info.dir, ADAPTER_DIR), model.decoder);
+        await saveLoraAdapter(path.join(info.dir, ADAPTER_DIR), loraTarget);
       },
     });
     const adapterDir = path.join(ctx.outputDir, ADAPTER_DIR);
-    await saveLoraAdapter(adapterDir, model.decoder);
+    await saveLoraAdapter(adapterDir, loraTarget);
     const seconds = (performance.now() - t0) / 1000;
     ctx.log.info(`unime-hardneg: ${result.step} steps in ${seconds.toFixed(1)}s; adapter in ${adapterDir}`);
     return {

@@ -43,7 +43,7 @@ test('overrides address fields by dotted path, list index and stage name', () =>
   assert.equal(hn(load(['stages.hardneg.loss.mode=inbatch'])).loss.mode, 'inbatch');
   assert.deepEqual(hn(load(['stages.hardneg.data.subsets=[MSCOCO, CIRR]'])).data.subsets, ['MSCOCO', 'CIRR']);
   assert.equal(hn(load(['stages.hardneg.data.cap_per_subset=null'])).data.cap_per_subset, null);
-  assert.deepEqual(hn(load(['stages.hardneg.lora={rank: 8}'])).lora, { rank: 8, alpha: 64, dropout: 0.1, target_modules: 'all-linear' });
+  assert.deepEqual(hn(load(['stages.hardneg.lora={rank: 8}'])).lora, { rank: 8, alpha: 64, dropout: 0.1, target_modules: 'all-linear', vision_tower: false });
   const r = load(['seed=7', 'precision=bf16', 'vars.list.1=20', 'vars.new.deep=x', 'description=hello world']);
   assert.equal(r.seed, 7);
   assert.equal(r.precision, 'bf16');

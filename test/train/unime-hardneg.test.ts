@@ -10,6 +10,11 @@ import { existsSync, promises as fsp } from 'node:fs';
 import * as path from 'node:path';
 import { generateSynthetic } from '../../tools/synth/generate.js';
 import { MultimodalEmbedder } from '../../src/models/mllm/embedder.js';
+import { loadMultimodalModel } from '../../src/models/mllm/load.js';
+import { mergeMultimodalAdapterChain, multimodalLoraTarget } from '../../src/models/mllm/lora-target.js';
+import type { MultimodalModel } from '../../src/models/mllm/types.js';
+import { exportMergedCheckpoint } from '../../src/models/export.js';
+import { SafetensorsFile } from '../../src/io/safetensors.js';
 import { ADAPTER_CHAIN_FILE, ADAPTER_CONFIG, ADAPTER_WEIGHTS, resolveAdapterChain } from '../../src/models/peft/index.js';
 import { parseRecipe, runRecipe } from '../../src/recipes/index.js';
 import { useDevice } from '../../src/runtime/devices.js';
@@ -176,4 +181,98 @@ test('CollapseWatch says once that embeddings collapsed after five steps of cosi
   assert.deepEqual(said, [false, false, false, false, false, false, false, false, true, false, false]);
   const healthy = new CollapseWatch();
   assert.ok(Array.from({ length: 20 }, () => healthy.update({ pos_sim: 0.8, hard_neg_sim: 0.5 })).every((x) => !x));
+});
+
+test('lora.vision_tower: one peft adapter over the language model and the vision tower, merged into both by eval and export', async () => {
+  const model = path.join(dir, 'syn', 'models', 'tiny-mllm');
+  const out = path.join(dir, 'run-vision');
+  const text = recipe(
+    out,
+    `    loss: {mode: inbatch, temperature: 0.05}
+    lora: {rank: 4, alpha: 8, dropout: 0.0, target_modules: [q_proj, k_proj, v_proj, o_proj, out_proj], vision_tower: true}
+    train: {lr: 1.0e-2, max_steps: 3, batch_size: 8, gradcache_chunk_size: 4, warmup_ratio: 0, log_every: 1}
+`,
+  );
+  const run = await runRecipe(parseRecipe(text, { file: 'vision.yaml', env: {} }), { log: quiet(), hub: { offline: true } });
+  assert.deepEqual(run.stages.map((s) => s.status), ['ran', 'ran', 'ran']);
+  const adapterDir = path.join(out, 'hardneg', 'adapter');
+  const cfg = JSON.parse(await fsp.readFile(path.join(adapterDir, ADAPTER_CONFIG), 'utf8')) as { target_modules: string[] };
+  assert.deepEqual(cfg.target_modules, ['k_proj', 'o_proj', 'out_proj', 'q_proj', 'v_proj']);
+  // peft's keys for the whole LlavaForConditionalGeneration: both parts under their checkpoint names
+  const file = await SafetensorsFile.open(path.join(adapterDir, ADAPTER_WEIGHTS));
+  const names = file.names;
+  const vq = 'base_model.model.model.vision_tower.vision_model.encoder.layers.0.self_attn.q_proj';
+  assert.ok(names.includes(`${vq}.lora_A.weight`) && names.includes(`${vq}.lora_B.weight`), names.slice(0, 6).join(', '));
+  assert.ok(names.includes('base_model.model.model.vision_tower.vision_model.encoder.layers.0.self_attn.out_proj.lora_B.weight'));
+  assert.ok(names.includes('base_model.model.model.language_model.layers.0.self_attn.o_proj.lora_B.weight'));
+  // every vision layer's q/k/v/out and every decoder layer's q/k/v/o: 2 x 4 + 4 x 4 modules, A and B each
+  assert.equal(names.length, 2 * (2 * 4 + 4 * 4));
+  // the tower's first layer feeds the LLaVA (vision_feature_layer -2 of 2): it learnt something
+  const b = await file.readFloat32(`${vq}.lora_B.weight`);
+  const a = await file.readFloat32(`${vq}.lora_A.weight`);
+  await file.close();
+  assert.ok(b.some((x) => x !== 0), 'the vision LoRA got gradients');
+
+  // Merged for evaluation: the tower's q_proj is the base weight plus scaling * B A (scaling alpha / r = 2).
+  const chain = await resolveAdapterChain(path.join(out, 'hardneg'));
+  const base = await loadMultimodalModel(model, { trainable: false });
+  const merged = await loadMultimodalModel(model, { trainable: false });
+  try {
+    await mergeMultimodalAdapterChain(merged, chain);
+    const key = 'encoder.layers.0.self_attn.q_proj.weight';
+    const w0 = base.vision!.weights.get(key)!.dataSync();
+    const w1 = merged.vision!.weights.get(key)!.dataSync();
+    const [outDim, inDim] = base.vision!.weights.get(key)!.shape as [number, number];
+    let err = 0;
+    for (let o = 0; o < outDim; o++) {
+      for (let i = 0; i < inDim; i++) {
+        let d = 0;
+        for (let r = 0; r < 4; r++) d += b[o * 4 + r]! * a[r * inDim + i]!;
+        err = Math.max(err, Math.abs(w1[o * inDim + i]! - (w0[o * inDim + i]! + 2 * d)));
+      }
+    }
+    assert.ok(err < 1e-5, `merged tower weight = base + scaling B A (max error ${err})`);
+    // a decoder-only adapter (stage 1's) still merges into the decoder alone
+    const distillOnly = await loadMultimodalModel(model, { trainable: false });
+    try {
+      await mergeMultimodalAdapterChain(distillOnly, [chain[0]!]);
+      assert.deepEqual(distillOnly.vision!.weights.get(key)!.dataSync(), w0);
+    } finally {
+      distillOnly.dispose();
+    }
+  } finally {
+    base.dispose();
+    merged.dispose();
+  }
+
+  // Exported: a plain checkpoint whose tower carries the merged weights, and embeds as the adapters do.
+  const exported = path.join(dir, 'export-vision');
+  await exportMergedCheckpoint(model, exported, { adapters: [path.join(out, 'hardneg')] });
+  const item = { text: '<|image_1|>\nRepresent the given image for classification', image: path.join(dir, 'syn', 'mmeb-train', 'images', 'SynCls', (await fsp.readdir(path.join(dir, 'syn', 'mmeb-train', 'images', 'SynCls')))[0]!) };
+  const viaAdapters = await MultimodalEmbedder.load(model, { adapters: chain });
+  const plain = await MultimodalEmbedder.load(exported);
+  try {
+    const [x, y] = [await viaAdapters.embed([item]), await plain.embed([item])];
+    let diff = 0;
+    for (let i = 0; i < x.length; i++) diff = Math.max(diff, Math.abs(x[i]! - y[i]!));
+    assert.ok(diff < 1e-4, `export embeds like base + adapters (max diff ${diff})`);
+  } finally {
+    viaAdapters.dispose();
+    plain.dispose();
+  }
+});
+
+test('lora.vision_tower belongs to unime-hardneg (other kinds refuse it) and needs a vision tower, naming the field', () => {
+  const text = recipe(
+    path.join(dir, 'run-refused'),
+    `    lora: {vision_tower: true}
+`,
+  );
+  // the schema takes it for unime-hardneg and nowhere else
+  assert.doesNotThrow(() => parseRecipe(text, { file: 'v.yaml', env: {} }));
+  const bad = text.replace('    lora: {rank: 4, alpha: 8, dropout: 0.0}\n    train: {lr: 1.0e-3, epochs: null', '    lora: {rank: 4, alpha: 8, dropout: 0.0, vision_tower: true}\n    train: {lr: 1.0e-3, epochs: null');
+  assert.throws(() => parseRecipe(bad, { file: 'v.yaml', env: {} }), /vision_tower/);
+  const textOnly = { dir: '/models/text-only', decoder: {} } as unknown as MultimodalModel;
+  assert.equal(multimodalLoraTarget(textOnly, false), textOnly.decoder);
+  assert.throws(() => multimodalLoraTarget(textOnly, true), (e: Error & { field?: string }) => /text-only model/.test(e.message) && e.field === 'lora.vision_tower');
 });

@@ -6,7 +6,7 @@
 import { UnimeError } from '../../errors.js';
 import { resolveModelPath, type ResolveModelOptions } from '../../hub/download.js';
 import { decodeImage, type ImageSource, type RgbImage } from '../../images/decode.js';
-import { mergeAdapterChain } from '../peft/chain.js';
+import { mergeMultimodalAdapterChain } from './lora-target.js';
 import type { PoolingMode } from '../pooling.js';
 import { loadMultimodalModel } from './load.js';
 import type { MultimodalModel, PreparedInput } from './types.js';
@@ -71,7 +71,7 @@ export class MultimodalEmbedder {
     const model = await loadMultimodalModel(dir, { trainable: false });
     try {
       checkImageSize(model, options.imageSize);
-      await mergeAdapterChain(model.decoder, options.adapters ?? []);
+      await mergeMultimodalAdapterChain(model, options.adapters ?? []);
       return new MultimodalEmbedder(model, [...(options.adapters ?? [])], options);
     } catch (e) {
       model.dispose();

@@ -7,3 +7,4 @@ export * from './phi3-v.js';
 export * from './text-only.js';
 export * from './load.js';
 export * from './embedder.js';
+export * from './lora-target.js';

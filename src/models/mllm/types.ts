@@ -9,6 +9,7 @@ import type { Tensor } from '../../runtime/tf.js';
 import type { Tokenizer } from '../../tokenizers/types.js';
 import type { PoolingMode } from '../pooling.js';
 import type { LoadedTextDecoder } from '../text/load.js';
+import type { LoadedVisionTower } from '../vision/load.js';
 
 /** One thing to embed: text (holding an image marker in any backbone's form when there is an image) and at most one image. */
 export interface PreparedInput {
@@ -37,6 +38,8 @@ export interface MultimodalModel {
   readonly tokenizer: Tokenizer;
   /** The language model: where LoRA adapters attach and merge. */
   readonly decoder: LoadedTextDecoder;
+  /** The vision tower (absent in a text-only model): LoRA may adapt it too (src/models/mllm/lora-target.ts). */
+  readonly vision?: LoadedVisionTower;
   /** Embedding width. */
   readonly dim: number;
   /** The image placeholder as written in prompts ('<image>'); null for a text-only model. */
