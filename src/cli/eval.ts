@@ -1,7 +1,8 @@
 import type { Argv } from 'yargs';
 import * as path from 'node:path';
 import { handler as wrap } from './common.js';
-import { readMmebReport, summarizeMmeb, MMEB_MAIN_METRIC } from '../eval/aggregate.js';
+import { averageSummaries, readMmebReport, summarizeMmeb, MMEB_MAIN_METRIC, type MmebSummary } from '../eval/aggregate.js';
+import type { RowHits } from '../eval/significance.js';
 import { markdownReport, comparisonMarkdown, escapeHtml, escapeMarkdown, htmlPage, writeResultReports, writeComparisonReports, type ComparisonEntry } from '../eval/report.js';
 import { suiteComparison, suiteComparisonHtml, suiteComparisonMarkdown } from '../eval/suite-compare.js';
 import { writeBytesAtomic } from '../io/atomic.js';
@@ -305,7 +306,12 @@ export function builder(y: Argv) {
       'Show several results side by side (base vs stage 1 vs stage 2), deltas against the first: MMEB results, or <suite>.json files of one suite',
       (s) =>
         s
-          .positional('results', { type: 'string', array: true, demandOption: true, describe: 'result JSON files (mmeb.json / VLM2Vec layout, or <suite>.json), baseline first' })
+          .positional('results', {
+            type: 'string',
+            array: true,
+            demandOption: true,
+            describe: "result JSON files (mmeb.json / VLM2Vec layout, or <suite>.json), baseline first; MMEB results joined with '+' (s0/mmeb.json+s1/mmeb.json) make one column, their mean over runs (seeds)",
+          })
           .option('labels', { type: 'string', array: true, describe: 'column labels, one per result (default: folder or file names)' })
           .option('metric', { type: 'string', default: MMEB_MAIN_METRIC })
           .option('out', { type: 'string', describe: 'also write <out>/mmeb-comparison.md and .html' }),
@@ -333,13 +339,30 @@ export function builder(y: Argv) {
           return;
         }
         const entries: ComparisonEntry[] = [];
-        for (const [i, file] of a.results.entries()) {
-          // `unime eval mmeb` writes the per-row hits into the summary beside its mmeb.json: with them, deltas get intervals.
-          const extras =
-            path.basename(file) === RESULT_FILE ? await readSummaryExtras(path.join(path.dirname(file), SUMMARY_FILE)) : { rowHits: null, problem: undefined };
-          if (extras.problem) process.stderr.write(`warning: ${extras.problem}\n`);
-          const summary = summarizeMmeb(await readMmebReport(file), a.metric);
-          entries.push({ label: labelOf(i), summary, ...(extras.rowHits ? { rowHits: extras.rowHits } : {}) });
+        for (const [i, arg] of a.results.entries()) {
+          // 'a.json+b.json+c.json': one column, the mean of several runs (seeds) of one model
+          const files = arg.split('+').filter((f) => f !== '');
+          const runs: { summary: MmebSummary; rowHits: RowHits | null }[] = [];
+          for (const file of files) {
+            // `unime eval mmeb` writes the per-row hits into the summary beside its mmeb.json: with them, deltas get intervals.
+            const extras =
+              path.basename(file) === RESULT_FILE ? await readSummaryExtras(path.join(path.dirname(file), SUMMARY_FILE)) : { rowHits: null, problem: undefined };
+            if (extras.problem) process.stderr.write(`warning: ${extras.problem}\n`);
+            runs.push({ summary: summarizeMmeb(await readMmebReport(file), a.metric), rowHits: extras.rowHits });
+          }
+          if (runs.length === 1) {
+            entries.push({ label: labelOf(i), summary: runs[0]!.summary, ...(runs[0]!.rowHits ? { rowHits: runs[0]!.rowHits } : {}) });
+            continue;
+          }
+          const summary = averageSummaries(runs.map((r) => r.summary), files);
+          // the runs' hits per dataset, where every run has them (pairedBootstrap checks they match the scores)
+          const seedHits = new Map<string, Uint8Array[]>();
+          for (const d of summary.datasets) {
+            const hits = runs.map((r) => r.rowHits?.get(d.name));
+            if (hits.every((h): h is Uint8Array => h !== undefined)) seedHits.set(d.name, hits);
+          }
+          const label = a.labels?.[i] ?? `${defaultLabel(files[0]!)} (mean of ${files.length})`;
+          entries.push({ label, summary, ...(seedHits.size > 0 ? { seedHits } : {}) });
         }
         process.stdout.write(comparisonMarkdown(entries));
         if (a.out) {

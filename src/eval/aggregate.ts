@@ -335,6 +335,41 @@ export function aggregateDatasetRows(rows: readonly DatasetScoreRow[]): MmebAggr
   return { metaTasks, ind: group((r) => r.distribution === 'IND'), ood: group((r) => r.distribution === 'OOD'), overall, fourCategoryMean };
 }
 
+/**
+ * The mean of several results of one model (runs with other seeds, scored on the same datasets):
+ * each dataset's score is the mean of the runs' scores, every aggregate recomputed from those. The
+ * runs must list the same datasets; a dataset one run did not score is missing in the mean.
+ */
+export function averageSummaries(summaries: readonly MmebSummary[], labels: readonly string[]): MmebSummary {
+  const first = summaries[0];
+  if (!first) throw new UnimeError('no results to average', { fix: 'give at least one result' });
+  if (summaries.length === 1) return first;
+  const names = first.datasets.map((d) => d.name).join('\n');
+  summaries.forEach((x, i) => {
+    if (x.datasets.map((d) => d.name).join('\n') !== names || x.metric !== first.metric) {
+      throw new UnimeError(`${labels[i]} is not scored on the same datasets and metric as ${labels[0]}`, { file: labels[i], fix: 'average only runs of the same evaluation (other seeds of one recipe)' });
+    }
+  });
+  const rows: DatasetScoreRow[] = first.datasets.map((d, j) => {
+    const scores = summaries.map((x) => x.datasets[j]!.score);
+    if (scores.some((v) => v === null)) {
+      const missingIn = labels.filter((_, i) => scores[i] === null);
+      return { ...d, score: null, partial: false, missingReason: `not scored in ${missingIn.join(', ')}` };
+    }
+    return { ...d, score: (scores as number[]).reduce((a, v) => a + v, 0) / scores.length, partial: summaries.some((x) => x.datasets[j]!.partial) };
+  });
+  const agg = aggregateDatasetRows(rows);
+  return {
+    ...first,
+    ...agg,
+    modelName: `${first.modelName} (mean of ${summaries.length} runs)`,
+    datasets: rows,
+    missing: rows.filter((r) => r.score === null).map((r) => ({ name: r.name, reason: r.missingReason ?? 'not scored' })),
+    partial: rows.filter((r) => r.partial).map((r) => r.name),
+    complete: rows.every((r) => r.score !== null && !r.partial),
+  };
+}
+
 function groupOf(rows: readonly DatasetScoreRow[]): GroupScore {
   const present = rows.filter((r) => r.score !== null);
   const missing = rows.filter((r) => r.score === null).map((r) => r.name);

@@ -29,6 +29,8 @@ export interface ComparisonEntry {
   readonly summary: MmebSummary;
   /** Per-row hit@1 (mmeb-summary.json `row_hits`): with it on both sides, deltas get a bootstrap interval. */
   readonly rowHits?: RowHits;
+  /** A column that is the mean of several runs (seeds; `averageSummaries`): each run's per-row hits, by dataset. */
+  readonly seedHits?: ReadonlyMap<string, readonly Uint8Array[]>;
 }
 
 const INCOMPLETE = '(incomplete)';
@@ -239,6 +241,11 @@ function comparisonTables(entries: readonly ComparisonEntry[], options: ReportOp
       ` In brackets after a Δ: its ${Math.round(withIntervals.level * 100)} % interval from a paired bootstrap over the evaluation rows` +
       ` (${withIntervals.resamples} resamples of each dataset's rows, the same rows for both runs). An interval that holds 0 is a difference` +
       ' that another draw of rows like these might not show; it does not measure how much another training run would vary.';
+    if (entries.some((e) => e.seedHits !== undefined)) {
+      note +=
+        ' A column that is the mean of several runs (seeds) scores each dataset as the mean of the runs, and each resample draws the same rows for every run:' +
+        ' its Δ averages over how runs vary, its interval still only over the rows.';
+    }
   }
   return {
     title: options.title ?? `${resultsHeading(base.summary)}: ${entries.map((e) => e.label).join(' vs ')}`,

@@ -89,6 +89,11 @@ export interface BootstrapOptions {
 export interface ScoredSide {
   readonly summary: MmebSummary;
   readonly rowHits?: RowHits;
+  /**
+   * Several runs of one model (seeds) scored on the same rows, the summary their mean: per dataset, each
+   * run's hits. Used instead of rowHits; a resample draws the same rows for every run.
+   */
+  readonly seedHits?: ReadonlyMap<string, readonly Uint8Array[]>;
 }
 
 /**
@@ -102,14 +107,19 @@ export function pairedBootstrap(baseline: ScoredSide, candidate: ScoredSide, opt
   const cRows = candidate.summary.datasets;
   if (bRows.length !== cRows.length || bRows.some((r, i) => r.name !== cRows[i]!.name)) return null;
 
-  const hitsFor = (side: ScoredSide, row: DatasetScoreRow): Uint8Array | null => {
-    const h = side.rowHits?.get(row.name);
-    return h && h.length > 0 && row.score !== null && sameScores([percentOf(h)], [row.score]) ? h : null;
+  // each run's hits of a dataset, used only when they average to the recorded score
+  const hitsFor = (side: ScoredSide, row: DatasetScoreRow): readonly Uint8Array[] | null => {
+    const one = side.rowHits?.get(row.name);
+    const runs = side.seedHits?.get(row.name) ?? (one ? [one] : null);
+    if (!runs || runs.length === 0 || row.score === null) return null;
+    const n = runs[0]!.length;
+    if (n === 0 || runs.some((h) => h.length !== n)) return null;
+    return sameScores([runs.reduce((a, h) => a + percentOf(h), 0) / runs.length], [row.score]) ? runs : null;
   };
-  const paired: ({ b: Uint8Array; c: Uint8Array } | null)[] = bRows.map((br, i) => {
+  const paired: ({ b: readonly Uint8Array[]; c: readonly Uint8Array[] } | null)[] = bRows.map((br, i) => {
     const b = hitsFor(baseline, br);
     const c = hitsFor(candidate, cRows[i]!);
-    return b && c && b.length === c.length ? { b, c } : null;
+    return b && c && b[0]!.length === c[0]!.length ? { b, c } : null;
   });
   if (paired.every((p) => p === null)) return null;
   const scored = (i: number) => bRows[i]!.score !== null || cRows[i]!.score !== null;
@@ -118,13 +128,15 @@ export function pairedBootstrap(baseline: ScoredSide, candidate: ScoredSide, opt
 
   const bScores = bRows.map((r) => r.score);
   const cScores = cRows.map((r) => r.score);
+  const mean = (xs: Float64Array) => xs.reduce((a, x) => a + x, 0) / xs.length;
   const intervals = bootstrapIntervals(
-    at.map((i) => ({ baseline: [paired[i]!.b], candidate: [paired[i]!.c] })),
+    // a stratum's "metrics" are the runs (one, or one per seed), averaged below
+    at.map((i) => ({ baseline: paired[i]!.b, candidate: paired[i]!.c })),
     (bm, cm) => {
       const out = new Map<string, number>();
       at.forEach((i, j) => {
-        bScores[i] = 100 * bm[j]![0]!;
-        cScores[i] = 100 * cm[j]![0]!;
+        bScores[i] = 100 * mean(bm[j]!);
+        cScores[i] = 100 * mean(cm[j]!);
         out.set(`dataset:${bRows[i]!.name}`, cScores[i]! - bScores[i]!);
       });
       if (!allPaired) return out;
@@ -161,7 +173,8 @@ export interface PairedStratum {
  * The paired bootstrap itself: each resample draws every stratum's rows with replacement (the same
  * draw for both sides), takes each metric's mean per side (0..1), and `derive` turns both sides'
  * means (per stratum, per metric) into named differences; their percentiles are the intervals.
- * A name `derive` leaves out of some resample gets no interval.
+ * A name `derive` leaves out of some resample gets no interval. The sides may hold different numbers
+ * of metrics (runs of several seeds against one), every one with a value per row.
  */
 export function bootstrapIntervals(
   strata: readonly PairedStratum[],
@@ -174,8 +187,8 @@ export function bootstrapIntervals(
   if (!(level > 0 && level < 1)) throw new UnimeError(`level must lie between 0 and 1, got ${level}`, { field: 'level' });
   for (const s of strata) {
     const n = s.baseline[0]?.length ?? 0;
-    if (n === 0 || s.baseline.length !== s.candidate.length || [...s.baseline, ...s.candidate].some((m) => m.length !== n)) {
-      throw new Error('bootstrapIntervals: every stratum needs rows, the same metrics on both sides and one value per row');
+    if (n === 0 || s.candidate.length === 0 || [...s.baseline, ...s.candidate].some((m) => m.length !== n)) {
+      throw new Error('bootstrapIntervals: every stratum needs rows, metrics on both sides and one value per row');
     }
   }
   const rng = new Rng(options.seed ?? 0);
@@ -190,15 +203,11 @@ export function bootstrapIntervals(
       cm[si]!.fill(0);
       for (let j = 0; j < n; j++) {
         const k = rng.int(n);
-        for (let m = 0; m < s.baseline.length; m++) {
-          bm[si]![m]! += s.baseline[m]![k]!;
-          cm[si]![m]! += s.candidate[m]![k]!;
-        }
+        for (let m = 0; m < s.baseline.length; m++) bm[si]![m]! += s.baseline[m]![k]!;
+        for (let m = 0; m < s.candidate.length; m++) cm[si]![m]! += s.candidate[m]![k]!;
       }
-      for (let m = 0; m < s.baseline.length; m++) {
-        bm[si]![m]! /= n;
-        cm[si]![m]! /= n;
-      }
+      for (let m = 0; m < s.baseline.length; m++) bm[si]![m]! /= n;
+      for (let m = 0; m < s.candidate.length; m++) cm[si]![m]! /= n;
     });
     for (const [name, d] of derive(bm, cm)) {
       let arr = samples.get(name);

@@ -207,6 +207,14 @@ test('eval compare reads the row hits `unime eval mmeb` writes beside mmeb.json:
     assert.equal(w.code, 0, w.stderr);
     assert.match(w.stderr, /warning: no intervals for its deltas: [^\n]*trained[/\\]mmeb-summary\.json: row_hits\.ImageNet-1K: must be a string of 0 and 1, one per row; fix: /);
     assert.match(w.stdout, /\| ImageNet-1K \| Classification \| IND \| 20\.00 \| 80\.00 \| \+60\.00 \|/);
+    // runs of other seeds joined with '+': one column, their mean, with an interval over the rows
+    const s1 = await write('seed1', '1111110000');
+    const s2 = await write('seed2', '1111111111');
+    const g = await runCli(['eval', 'compare', base, `${s1}+${s2}`]);
+    assert.equal(g.code, 0, g.stderr);
+    assert.match(g.stdout, /\| ImageNet-1K \| Classification \| IND \| 20\.00 \| 80\.00 \| \+60\.00 \[\+[0-9.]+, \+[0-9.]+\] \|/);
+    assert.match(g.stdout, /seed1 \(mean of 2\)/);
+    assert.match(g.stdout, /mean of several runs \(seeds\)/);
   } finally {
     await cleanup();
   }

@@ -1,6 +1,6 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { catalogMetadata, createMmebResult, summarizeMmeb, type DatasetCatalog, type MmebSummary } from '../../src/eval/aggregate.js';
+import { averageSummaries, catalogMetadata, createMmebResult, summarizeMmeb, type DatasetCatalog, type MmebSummary } from '../../src/eval/aggregate.js';
 import { comparisonHtml, comparisonMarkdown, formatInterval } from '../../src/eval/report.js';
 import { bitString, pairedBootstrap, parseRowHits, percentileInterval, rowHitsString, type RowHits } from '../../src/eval/significance.js';
 import { parseSuiteResult, suiteDeltaIntervals } from '../../src/eval/suite-eval.js';
@@ -178,4 +178,55 @@ test('suite results: row outcomes read back with their numbers, and the same boo
   const d = (pct(hitsC) - pct(hitsB)) / 2;
   assert.ok(iv.get('mean of 2 subsets')!.low < d && d < iv.get('mean of 2 subsets')!.high);
   assert.throws(() => parseSuiteResult({ suite: 'zeroshot', scores: { top1: 'high' } }, 'z.json'), (e: unknown) => e instanceof UnimeError && e.file === 'z.json' && e.field === 'scores.top1');
+});
+
+/** Several runs of one model as one side: the averaged summary and each run's hits. */
+function seeds(label: string, runs: Record<string, Uint8Array>[]): { label: string; summary: MmebSummary; seedHits: Map<string, Uint8Array[]> } {
+  const sides = runs.map((h, i) => side(`${label}-${i}`, h));
+  const summary = averageSummaries(sides.map((s) => s.summary), sides.map((s) => s.label));
+  return { label, summary, seedHits: new Map(Object.keys(runs[0]!).map((k) => [k, runs.map((r) => r[k]!)])) };
+}
+
+test('runs of several seeds as one column: scores are the runs\' means, intervals resample the same rows for every run', () => {
+  const rng = new Rng(5);
+  const base = { A: randomHits(rng, 50, 0.4), B: randomHits(rng, 40, 0.3), C: randomHits(rng, 60, 0.5) };
+  const runs = [0, 1, 2].map(() => ({ A: randomHits(rng, 50, 0.6), B: randomHits(rng, 40, 0.5), C: randomHits(rng, 60, 0.7) }));
+  const group = seeds('stage 2', runs);
+  // each dataset's score is the mean of the runs' scores, the aggregates follow
+  const mean = (k: 'A' | 'B' | 'C') => runs.reduce((a, r) => a + (100 * r[k].reduce((x, y) => x + y, 0)) / r[k].length, 0) / 3;
+  assert.ok(Math.abs(group.summary.datasets.find((d) => d.name === 'B')!.score! - mean('B')) < 1e-9);
+  assert.ok(Math.abs(group.summary.overall.mean! - (mean('A') + mean('B') + mean('C')) / 3) < 1e-9);
+  assert.match(group.summary.modelName, /mean of 3 runs/);
+
+  // one run as a group is exactly that run, intervals included
+  const single = pairedBootstrap(side('base', base), side('one', runs[0]!))!;
+  const asGroup = pairedBootstrap(side('base', base), seeds('one', [runs[0]!]))!;
+  assert.deepEqual(asGroup.aggregates.get('overall'), single.aggregates.get('overall'));
+  // three copies of one run: the same mean, so the same intervals
+  const copies = pairedBootstrap(side('base', base), seeds('copies', [runs[0]!, runs[0]!, runs[0]!]))!;
+  assert.deepEqual(copies.datasets.get('C'), single.datasets.get('C'));
+
+  // the group's interval holds its own Δ and differs from any single run's
+  const iv = pairedBootstrap(side('base', base), group)!;
+  const delta = group.summary.overall.mean! - side('base', base).summary.overall.mean!;
+  const o = iv.aggregates.get('overall')!;
+  assert.ok(o.low < delta && delta < o.high, `${delta} in [${o.low}, ${o.high}]`);
+  assert.notDeepEqual(o, single.aggregates.get('overall'));
+  // hits that do not average to the group's scores (a run left out) give no interval for that dataset
+  const stale = { ...group, seedHits: new Map([...group.seedHits].map(([k, v]) => [k, k === 'A' ? v.slice(0, 2) : v])) };
+  const partial = pairedBootstrap(side('base', base), stale)!;
+  assert.ok(!partial.datasets.has('A') && partial.datasets.has('B'));
+  assert.equal(partial.aggregates.size, 0);
+
+  // the report says what a mean column is
+  const md = comparisonMarkdown([side('base', base), group]);
+  assert.match(md, /mean of several runs \(seeds\)/);
+});
+
+test('averageSummaries refuses runs scored on other datasets, naming the file', () => {
+  const rng = new Rng(6);
+  const a = side('a', { A: randomHits(rng, 10, 0.5), B: randomHits(rng, 10, 0.5), C: randomHits(rng, 10, 0.5) });
+  const other: DatasetCatalog = { name: 'Other', datasets: [{ name: 'Z', metaTask: 'Classification', distribution: 'IND' }] };
+  const z = summarizeMmeb(createMmebResult('z', { Z: { 'hit@1': 0.5, num_pred: 2, num_data: 2 } }, { dataset_catalog: catalogMetadata(other) }));
+  assert.throws(() => averageSummaries([a.summary, z], ['s0/mmeb.json', 's1/mmeb.json']), (e: unknown) => e instanceof UnimeError && e.file === 's1/mmeb.json');
 });
