@@ -253,7 +253,6 @@ test('fuzz: thousands of malformed headers fail only with a SafetensorsError (pa
   // the byte flips in data sections (otherwise the fuzz is not exercising the success path).
   for (const [kind, o] of Object.entries(outcome)) assert.ok(o.refused > 50, `${kind}: ${JSON.stringify(o)}`);
   assert.ok(outcome['byte flips']!.ok > 50, JSON.stringify(outcome));
-  assert.ok(ms < 15_000, `fuzz took ${ms.toFixed(0)} ms`);
   console.log(`# fuzz: ${cases.length} cases in ${ms.toFixed(0)} ms: ${JSON.stringify(outcome)}`);
 });
 

@@ -237,13 +237,12 @@ test('lazy reads: open parses only the header; a read touches only that tensor\'
     await h.close();
     assert.equal((await fsp.stat(out)).size, 8 + n + hugeBytes + 12);
 
-    const t0 = performance.now();
+    // opening reads the header only: nothing of the 4 GiB tensor (bytesRead), however long the file
     const f = await SafetensorsFile.open(out);
     assert.equal(f.bytesRead, 0);
     assert.equal(f.info('huge').byteLength, hugeBytes);
     assert.deepEqual([...(await f.readFloat32('tail'))], [1.5, -2.5, 3.5]);
     assert.equal(f.bytesRead, 12);
-    assert.ok(performance.now() - t0 < 2000);
     // After release() the handle is reopened on demand; after close() reads fail clearly.
     await f.release();
     assert.deepEqual([...(await f.read('tail'))], [1.5, -2.5, 3.5]);

@@ -135,9 +135,8 @@ stages:
   let bomb = 'name: bomb\na: &a ["lol","lol","lol","lol","lol","lol","lol","lol","lol"]\n';
   const L = 'abcdefghij';
   for (let i = 1; i < 10; i++) bomb += `${L[i]}: &${L[i]} [${Array(9).fill('*' + L[i - 1]).join(',')}]\n`;
-  const t0 = Date.now();
+  // refused by a count of alias expansions (the message), not after expanding 9^10 nodes
   const e = recipeError(() => parseRecipe(bomb, { file: 'bomb.yaml' }));
-  assert.ok(Date.now() - t0 < 1000, 'alias bomb must fail fast');
   assert.match(e.message, /^bomb\.yaml:\d+:\d+: too many alias expansions/);
 
   const undef = recipeError(() => parseRecipe('name: u\nstages: *nope\n', { file: 'u.yaml' }));
