@@ -106,9 +106,16 @@ export function shapeReplacedCaption(rng: Rng, scene: Scene, t: number, split: S
   const i = rng.int(2);
   const o = edited.objects[i] as SceneObject;
   const other = edited.objects[1 - i] as SceneObject;
-  const shapes = SHAPES.filter((sh) => sh !== o.shape && sh !== other.shape && (split === 'ood' || !isHeldOut(o.colour, sh)));
-  o.shape = pick(rng, shapes);
+  o.shape = replacementShape(rng, o, [other.shape], split);
   return pairCaption(edited, t);
+}
+
+/**
+ * Another shape for object `o` in a hard-negative caption: not its own, none in `avoid` (the scene's
+ * other shapes), and in IND (training) data never a held-out colour-shape combination.
+ */
+export function replacementShape(rng: Rng, o: SceneObject, avoid: readonly Shape[], split: Split): Shape {
+  return pick(rng, SHAPES.filter((sh) => sh !== o.shape && !avoid.includes(sh) && (split === 'ood' || !isHeldOut(o.colour, sh))));
 }
 
 /** Whether two scenes' pair captions could be confused: either is (loosely) true of the other. */
@@ -154,8 +161,7 @@ export function buildClipData(rngs: ClipRngs, size: (typeof CLIP_SIZES)[keyof ty
     const image = `images/train/${pad(n)}.png`;
     files.push({ path: `image-text/${image}`, data: png(scene) });
     const t = r.int(PARAPHRASES);
-    const shapes = SHAPES.filter((sh) => sh !== o.shape && !isHeldOut(o.colour, sh));
-    const neg = { ...o, shape: pick(rngs.negatives, shapes) };
+    const neg = { ...o, shape: replacementShape(rngs.negatives, o, [], 'ind') };
     train.push({ image, caption: objectCaption(o, t), neg_caption: objectCaption(neg, t), long_caption: longCaption(scene), key: `synth-train-${pad(n)}`, ood: false });
   }
   files.push({ path: 'image-text/train.parquet', data: encodeImageTextParquet(train) });
