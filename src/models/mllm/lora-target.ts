@@ -73,8 +73,9 @@ export async function adapterTarget(model: MultimodalModel, dir: string): Promis
   const vision = model.vision;
   if (!vision) return { target: model.decoder };
   const names = await adaptedModules(dir);
-  const prefix = model.decoder.source.prefix;
-  const inVision = (n: string) => n.startsWith(vision.source.prefix) && !(prefix !== '' && n.startsWith(prefix));
+  // by the tower's own weights, not the prefix alone: Phi-3.5-V's tower sits under the decoder's 'model.'
+  const vp = vision.source.prefix;
+  const inVision = (n: string) => n.startsWith(vp) && vision.weights.has(`${n.slice(vp.length)}.weight`);
   if (!names.some(inVision)) return { target: model.decoder };
   return { target: new MultimodalLoraTarget(model.decoder, vision, model.dir), modulePrefix: '' };
 }
