@@ -18,10 +18,9 @@ import { type PreparedTensor, prepareTensors, writePreparedSafetensors } from '.
 import { writeJsonAtomic } from '../io/atomic.js';
 import { resolveModelPath, type ResolveModelOptions } from '../hub/download.js';
 import { log } from '../runtime/log.js';
-import type { tf } from '../runtime/tf.js';
 import { loadMultimodalModel } from './mllm/load.js';
 import { loadLoraAdapter } from './peft/adapter-io.js';
-import { adapterTarget } from './mllm/lora-target.js';
+import { adapterTarget, checkpointWeights } from './mllm/lora-target.js';
 import { resolveAdapterChain } from './peft/chain.js';
 import { mergeLora } from './peft/lora.js';
 
@@ -115,9 +114,7 @@ async function mergedWeights(baseDir: string, ckpt: Checkpoint, chain: readonly 
   const model = await loadMultimodalModel(baseDir, { trainable: false });
   try {
     // every weight an adapter may touch, by its checkpoint key: the language model's and the vision tower's
-    const byKey = new Map<string, tf.Variable>();
-    for (const [k, v] of model.decoder.weights) byKey.set(model.decoder.source.prefix + k, v);
-    if (model.vision) for (const [k, v] of model.vision.weights) byKey.set(model.vision.source.prefix + k, v);
+    const byKey = checkpointWeights(model.decoder, model.vision);
     const keyOf = new Map([...byKey].map(([k, v]) => [v, k] as const));
     const adapted = new Set<string>();
     for (const dir of chain) {

@@ -14,12 +14,19 @@ import * as path from 'node:path';
 import { UnimeError } from '../../errors.js';
 import { SafetensorsFile } from '../../io/safetensors.js';
 import type { tf } from '../../runtime/tf.js';
-import { ADAPTER_WEIGHTS, loadLoraAdapter } from '../peft/adapter-io.js';
-import { mergeAdapterChain } from '../peft/chain.js';
+import { ADAPTER_WEIGHTS, PEFT_LORA_KEY, loadLoraAdapter } from '../peft/adapter-io.js';
 import { mergeLora, type LoraTarget } from '../peft/lora.js';
 import type { LoadedTextDecoder } from '../text/load.js';
 import type { LoadedVisionTower } from '../vision/load.js';
 import type { MultimodalModel } from './types.js';
+
+/** The weights of the language model and (where there is one) the vision tower, by their full checkpoint keys. */
+export function checkpointWeights(decoder: LoadedTextDecoder, vision?: LoadedVisionTower): Map<string, tf.Variable> {
+  const weights = new Map<string, tf.Variable>();
+  for (const [k, v] of decoder.weights) weights.set(decoder.source.prefix + k, v);
+  if (vision) for (const [k, v] of vision.weights) weights.set(vision.source.prefix + k, v);
+  return weights;
+}
 
 /** The language model and the vision tower as one LoRA target, weights keyed by their full checkpoint names. */
 export class MultimodalLoraTarget implements LoraTarget {
@@ -31,10 +38,7 @@ export class MultimodalLoraTarget implements LoraTarget {
     readonly vision: LoadedVisionTower,
     checkpoint: string,
   ) {
-    const weights = new Map<string, tf.Variable>();
-    for (const [k, v] of decoder.weights) weights.set(decoder.source.prefix + k, v);
-    for (const [k, v] of vision.weights) weights.set(vision.source.prefix + k, v);
-    this.weights = weights;
+    this.weights = checkpointWeights(decoder, vision);
     // module names are already full: nothing goes before them
     this.source = { prefix: '', checkpoint };
   }
@@ -52,13 +56,11 @@ export function multimodalLoraTarget(model: MultimodalModel, withVision: boolean
   return new MultimodalLoraTarget(model.decoder, model.vision, model.dir);
 }
 
-const KEY_RE = /^base_model\.model\.(.+)\.lora_[AB](?:\.[^.]+)?\.weight$/;
-
 /** Module names an adapter on disk adapts (from its weights' keys; unparseable keys are left to the loader to report). */
 async function adaptedModules(dir: string): Promise<string[]> {
   const file = await SafetensorsFile.open(path.join(dir, ADAPTER_WEIGHTS));
   try {
-    return [...new Set(file.names.map((k) => KEY_RE.exec(k)?.[1]).filter((n): n is string => n !== undefined))];
+    return [...new Set(file.names.map((k) => PEFT_LORA_KEY.exec(k)?.[1]).filter((n): n is string => n !== undefined))];
   } finally {
     await file.close();
   }
@@ -84,11 +86,7 @@ export async function adapterTarget(model: MultimodalModel, dir: string): Promis
 export async function mergeMultimodalAdapterChain(model: MultimodalModel, chain: readonly string[]): Promise<void> {
   for (const dir of chain) {
     const { target, modulePrefix } = await adapterTarget(model, dir);
-    if (target === model.decoder) {
-      await mergeAdapterChain(model.decoder, [dir]);
-      continue;
-    }
-    await loadLoraAdapter(dir, target, { modulePrefix });
+    await loadLoraAdapter(dir, target, modulePrefix !== undefined ? { modulePrefix } : {});
     mergeLora(target);
   }
 }

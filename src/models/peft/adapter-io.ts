@@ -106,7 +106,8 @@ export interface LoadLoraOptions {
   rng?: Rng;
 }
 
-const KEY_RE = /^base_model\.model\.(.+)\.lora_(A|B)(?:\.([^.]+))?\.weight$/;
+/** A LoRA tensor's key in peft's layout: 1 the module, 2 A or B, 3 the adapter name where peft kept it. */
+export const PEFT_LORA_KEY = /^base_model\.model\.(.+)\.lora_(A|B)(?:\.([^.]+))?\.weight$/;
 
 function isRecord(v: unknown): v is Record<string, unknown> {
   return typeof v === 'object' && v !== null && !Array.isArray(v);
@@ -163,7 +164,7 @@ export async function loadLoraAdapter(dir: string, model: LoraTarget, options: L
     const entries = new Map<string, { A?: string; B?: string }>();
     const unparsed: string[] = [];
     for (const key of file.names) {
-      const m = KEY_RE.exec(key);
+      const m = PEFT_LORA_KEY.exec(key);
       if (!m) {
         unparsed.push(key);
         continue;
