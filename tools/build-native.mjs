@@ -140,10 +140,15 @@ function nodeGyp(nodedir, blas) {
   return { ok: true };
 }
 
-function checkLoads() {
-  // loaded as the toolkit loads it: with the OpenBLAS kernel family chosen from the CPU flags
+/** The environment the toolkit loads the addon with: the OpenBLAS kernel family chosen from the CPU flags. */
+function loaderEnv() {
   const env = { ...process.env };
   require(path.join(nativeDir, 'openblas-core.cjs')).chooseOpenblasCore(env);
+  return env;
+}
+
+function checkLoads() {
+  const env = loaderEnv();
   const r = run(process.execPath, ['-e', `const a = require(${JSON.stringify(addonFile)}); const i = a.info(); console.log(JSON.stringify(i));`], { env });
   if (r.status !== 0) return null;
   try {
@@ -159,9 +164,8 @@ function checkLoads() {
  * Without a record (a failed timing) the addon keeps its default, OpenBLAS.
  */
 function chooseGemm() {
-  const env = { ...process.env };
+  const env = loaderEnv();
   delete env.UNIME_GEMM;
-  require(path.join(nativeDir, 'openblas-core.cjs')).chooseOpenblasCore(env);
   const script = [
     `const g = require(${JSON.stringify(path.join(nativeDir, 'gemm-choice.cjs'))});`,
     `const a = require(${JSON.stringify(addonFile)});`,
