@@ -113,15 +113,15 @@ function writeGemmChoice(dir, record) {
 }
 
 /**
- * Sets env.UNIME_GEMM from the record in `dir` unless the user set it. Returns what it set, or
- * undefined (the user's choice, or no record: the addon's default, BLAS when linked).
+ * Sets env.UNIME_GEMM from the record in `dir` unless the user set it. Returns the record it applied,
+ * or undefined (the user's choice, or no record: the addon's default, BLAS when linked).
  */
 function applyGemmChoice(dir, env = process.env) {
   if (env.UNIME_GEMM !== undefined) return undefined;
   const r = readGemmChoice(dir);
   if (r === null) return undefined;
   env.UNIME_GEMM = r.gemm;
-  return r.gemm;
+  return r;
 }
 
 module.exports = { CHOICE_FILE, SHAPES, MARGIN, calibrate, readGemmChoice, writeGemmChoice, applyGemmChoice };

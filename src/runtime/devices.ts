@@ -178,15 +178,15 @@ export interface GemmChoice {
   calibrate(addon: Pick<NativeKernels, 'info' | 'batchMatMul'>, options?: { budget?: number; shapes?: [number, number, number][] }): GemmRecord;
   readGemmChoice(dir: string): GemmRecord | null;
   writeGemmChoice(dir: string, record: GemmRecord): string;
-  applyGemmChoice(dir: string, env?: NodeJS.ProcessEnv): 'blas' | 'builtin' | undefined;
+  applyGemmChoice(dir: string, env?: NodeJS.ProcessEnv): GemmRecord | undefined;
 }
 
 export function gemmChoice(): GemmChoice {
   return createRequire(import.meta.url)(inPackage('native', 'gemm-choice.cjs')) as GemmChoice;
 }
 
-/** Where the addon's SGEMM choice came from: the user's UNIME_GEMM, the install-time timing, or the default. */
-let gemmSource = 'default';
+/** Why the addon runs the SGEMM it does: the user's UNIME_GEMM or the install-time timing ('' for the default). */
+let gemmWhy = '';
 
 export function loadNativeAddon(): { addon: NativeAddon | null; reason?: string } {
   if (addonCache) return addonCache;
@@ -197,7 +197,7 @@ export function loadNativeAddon(): { addon: NativeAddon | null; reason?: string 
     openblasCore().chooseOpenblasCore();
     const userGemm = process.env.UNIME_GEMM;
     const timed = gemmChoice().applyGemmChoice(path.dirname(p));
-    gemmSource = userGemm !== undefined ? `UNIME_GEMM=${userGemm}` : timed !== undefined ? 'timed at install' : 'default';
+    gemmWhy = userGemm !== undefined ? `from UNIME_GEMM=${userGemm}` : timed !== undefined ? `timed at install: ${timed.reason}` : '';
     try {
       addonCache = { addon: createRequire(import.meta.url)(p) as NativeAddon };
     } catch (e) {
@@ -275,12 +275,7 @@ export function nativeInfo(): NativeInfo | null {
 export function nativeSummary(): string | null {
   const info = nativeInfo();
   if (!info) return null;
-  let why = '';
-  if (gemmSource === 'timed at install') {
-    const r = gemmChoice().readGemmChoice(path.dirname(nativeAddonPath()));
-    why = r ? `; timed at install: ${r.reason}` : '';
-  } else if (gemmSource !== 'default') why = `; from ${gemmSource}`;
-  return `native: gemm ${info.gemm}${why}; ${info.threads} threads, ${info.simd}; malloc ${info.malloc ?? 'default'}`;
+  return `native: gemm ${info.gemm}${gemmWhy ? `; ${gemmWhy}` : ''}; ${info.threads} threads, ${info.simd}; malloc ${info.malloc ?? 'default'}`;
 }
 
 registerDevice(nativeProvider());

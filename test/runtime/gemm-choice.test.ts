@@ -72,7 +72,7 @@ test('the record is written atomically and applied only where the user has not s
     assert.equal(path.basename(file), g.CHOICE_FILE);
     assert.deepEqual(readdirSync(dir), [g.CHOICE_FILE]);
     const env: NodeJS.ProcessEnv = {};
-    assert.equal(g.applyGemmChoice(dir, env), 'builtin');
+    assert.equal(g.applyGemmChoice(dir, env)?.gemm, 'builtin');
     assert.equal(env.UNIME_GEMM, 'builtin');
     const mine: NodeJS.ProcessEnv = { UNIME_GEMM: 'blas' };
     assert.equal(g.applyGemmChoice(dir, mine), undefined);
