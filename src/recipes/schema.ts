@@ -178,6 +178,12 @@ export const mmebTrainDataSchema = z.strictObject({
    * mix subsets. Not published for UniME.
    */
   sub_batch_size: count().nullable().default(null),
+  /**
+   * Sampling weight per subset, by name (VLM2Vec-V2's per-dataset `weight`): a sub-batch comes from a
+   * subset with probability proportional to its rows times its weight; a subset not named weighs 1.
+   * Needs sub_batch_size. Not published for UniME.
+   */
+  subset_weights: z.record(z.string().min(1), z.number().positive()).default({}),
 });
 export type MmebTrainData = z.output<typeof mmebTrainDataSchema>;
 

@@ -5,6 +5,7 @@
  */
 import { Rng, type RngState } from '../runtime/rng.js';
 import { UnimeError } from '../errors.js';
+import type { MmebTrainData } from '../recipes/schema.js';
 
 export interface TrainData<B> {
   next(): B | Promise<B>;
@@ -97,21 +98,29 @@ export interface SubsetBatchesState {
 
 /**
  * Batches made of sub-batches that each come from one group (one MMEB-train subset), as VLM2Vec-V2
- * draws them: each sub-batch picks its group with probability proportional to the group's size,
- * then takes that group's next shuffled rows. An epoch is total rows / batch size batches.
+ * draws them: each sub-batch picks its group with probability proportional to the group's size
+ * times its weight (1 unless given), then takes that group's next shuffled rows. An epoch is total
+ * rows / batch size batches, whatever the weights.
  */
 export class SubsetBatches<T> implements TrainData<T[]> {
   readonly batchesPerEpoch: number;
   private readonly streams: ShuffledBatches<T>[];
   private readonly picker: Rng;
   private readonly weights: number[];
+  /** Index (among the groups given) of each stream's group. */
+  private readonly usable: number[];
+  private readonly groupCount: number;
 
   constructor(
     groups: readonly (readonly T[])[],
     private readonly batchSize: number,
     private readonly subBatchSize: number,
     rng: Rng,
+    groupWeights?: readonly number[],
   ) {
+    if (groupWeights !== undefined && (groupWeights.length !== groups.length || !groupWeights.every((w) => Number.isFinite(w) && w > 0))) {
+      throw new UnimeError(`SubsetBatches: expected ${groups.length} positive group weights, got [${groupWeights.join(', ')}]`);
+    }
     if (!Number.isInteger(subBatchSize) || subBatchSize < 1 || batchSize % subBatchSize !== 0) {
       throw new UnimeError(`train.batch_size ${batchSize} is not a multiple of data.sub_batch_size ${subBatchSize}`, {
         field: 'data.sub_batch_size',
@@ -123,10 +132,20 @@ export class SubsetBatches<T> implements TrainData<T[]> {
       throw new UnimeError(`no subset has ${subBatchSize} rows for one sub-batch`, { field: 'data.sub_batch_size', fix: 'lower data.sub_batch_size' });
     }
     this.streams = usable.map(({ g, i }) => new ShuffledBatches(g, subBatchSize, rng.fork(`group:${i}`)));
-    this.weights = usable.map(({ g }) => g.length);
+    this.usable = usable.map(({ i }) => i);
+    this.groupCount = groups.length;
+    this.weights = usable.map(({ g, i }) => g.length * (groupWeights?.[i] ?? 1));
     this.picker = rng.fork('picker');
+    const rows = usable.reduce((a, { g }) => a + g.length, 0);
+    this.batchesPerEpoch = Math.max(1, Math.floor(rows / batchSize));
+  }
+
+  /** Each group's share of the sub-batches (groups too small for one sub-batch get 0). */
+  get shares(): number[] {
     const total = this.weights.reduce((a, b) => a + b, 0);
-    this.batchesPerEpoch = Math.max(1, Math.floor(total / batchSize));
+    const out = new Array<number>(this.groupCount).fill(0);
+    this.usable.forEach((g, k) => (out[g] = this.weights[k]! / total));
+    return out;
   }
 
   next(): T[] {
@@ -153,4 +172,23 @@ export class SubsetBatches<T> implements TrainData<T[]> {
     this.picker.setState(s.picker);
     s.groups.forEach((g, i) => this.streams[i]!.setState(g));
   }
+}
+
+/** Each selected subset's sampling weight (data.subset_weights; 1 when not named), checked against the selection. */
+export function subsetWeights(data: MmebTrainData, names: readonly string[]): number[] {
+  const given = Object.keys(data.subset_weights);
+  if (given.length > 0 && data.sub_batch_size === null) {
+    throw new UnimeError('weights subsets, but batches mix subsets', {
+      field: 'data.subset_weights',
+      fix: 'set data.sub_batch_size (each sub-batch then comes from one subset, drawn by weight), or drop data.subset_weights',
+    });
+  }
+  const unknown = given.filter((n) => !names.includes(n));
+  if (unknown.length > 0) {
+    throw new UnimeError(`names ${unknown.map((n) => JSON.stringify(n)).join(', ')}, which ${unknown.length === 1 ? 'is' : 'are'} not among the selected subsets`, {
+      field: `data.subset_weights.${unknown[0]}`,
+      fix: `use the subsets' folder names: ${names.join(', ')}`,
+    });
+  }
+  return names.map((n) => data.subset_weights[n] ?? 1);
 }

@@ -27,7 +27,7 @@ import { attachStageRunner, type StageContext, type StageResult } from '../recip
 import type { unimeHardnegSchema } from '../recipes/kinds.js';
 import { Rng } from '../runtime/rng.js';
 import { tf, type Tensor } from '../runtime/tf.js';
-import { ShuffledBatches, SubsetBatches, type TrainData } from './data.js';
+import { ShuffledBatches, SubsetBatches, subsetWeights, type TrainData } from './data.js';
 import { DropoutReplay, lossSummary } from './dropout-replay.js';
 import { gradCacheStep } from './gradcache.js';
 import { loopOptionsFromRecipe, loraOptionsFromRecipe, train } from './trainer.js';
@@ -146,6 +146,7 @@ export async function runUnimeHardneg(ctx: StageContext<UnimeHardnegStage>): Pro
   if (names.length === 0) {
     throw new UnimeError('no MMEB-train subsets found (a subset is a folder holding a parquet file)', { file: root, field: 'data.root', fix: 'point data.root at the MMEB-train root' });
   }
+  const weightOf = subsetWeights(s.data, names);
   const resolvers: ImageResolver[] = [];
   const groups: Pair[][] = [];
   const subsetCounts: Record<string, number> = {};
@@ -211,7 +212,10 @@ export async function runUnimeHardneg(ctx: StageContext<UnimeHardnegStage>): Pro
     const data: TrainData<Pair[]> =
       s.data.sub_batch_size === null
         ? new ShuffledBatches(pairs, t.batch_size, rng.fork('data'))
-        : new SubsetBatches(groups, t.batch_size, s.data.sub_batch_size, rng.fork('data'));
+        : new SubsetBatches(groups, t.batch_size, s.data.sub_batch_size, rng.fork('data'), weightOf);
+    if (data instanceof SubsetBatches && Object.keys(s.data.subset_weights).length > 0) {
+      ctx.log.info(`unime-hardneg: share of the sub-batches per subset (data.subset_weights): ${data.shares.map((x, i) => `${names[i]} ${(100 * x).toFixed(1)} %`).join(', ')}`);
+    }
     const params = adapter.variables;
     ctx.log.info(
       `unime-hardneg: ${pairs.length} pairs from ${names.length} subset(s), ${adapter.layers.length} LoRA layers (${adapter.numParameters} parameters), batch ${t.batch_size}, ` +
