@@ -123,6 +123,20 @@ export class ImageResolver {
     readonly zips: readonly string[],
   ) {}
 
+  private folderKnown: Map<string, Promise<boolean>> = new Map();
+
+  private isFolder(dir: string): Promise<boolean> {
+    let known = this.folderKnown.get(dir);
+    if (!known) {
+      known = fsp.stat(dir).then(
+        (st) => st.isDirectory(),
+        () => false,
+      );
+      this.folderKnown.set(dir, known);
+    }
+    return known;
+  }
+
   private zip(file: string): Promise<ZipArchive | null> {
     let z = this.opened.get(file);
     if (!z) {
@@ -140,6 +154,8 @@ export class ImageResolver {
     if (rel === '') throw new DataFormatError('empty image path', { file: this.dataFile });
     for (const dir of this.folders) {
       const p = path.join(dir, rel);
+      // a folder that does not exist holds none of its images: asked once, not once per image
+      if (!(await this.isFolder(path.dirname(p)))) continue;
       try {
         if ((await fsp.stat(p)).isFile()) return p;
       } catch {

@@ -218,12 +218,14 @@ export async function runMmebEval(o: MmebEvalOptions): Promise<MmebEvalOutcome> 
     if (o.signal?.aborted) throw new EvalInterrupted();
     const keys: string[] = [];
     const inputs: ModelInput[] = [];
-    for (const item of batch) {
+    // read together: one at a time, a batch waits on every file read in turn
+    const allBytes = await Promise.all(batch.map((item) => (item.imagePath ? images.read(item.imagePath) : null)));
+    batch.forEach((item, i) => {
       const text = rewrite(item.text);
-      const bytes = item.imagePath ? await images.read(item.imagePath) : null;
+      const bytes = allBytes[i] ?? null;
       keys.push(inputKey(text, bytes ? imageDigest(bytes) : null));
       inputs.push({ text, image: bytes });
-    }
+    });
     const vectors: (Float32Array | undefined)[] = keys.map((k) => cache.get(k));
     const missAt = new Map<string, number[]>();
     vectors.forEach((v, i) => {

@@ -85,9 +85,9 @@ export class MultimodalEmbedder {
 
   /** Decode images and tokenize, host side. */
   async prepare(inputs: readonly EmbedderInput[], options: { maxLength?: number } = {}): Promise<PreparedInput[]> {
-    const out: PreparedInput[] = [];
-    for (const x of inputs) out.push(this.model.prepare(x.text, await inputImage(x.image), options));
-    return out;
+    // decoded together: one at a time, a batch waits on every decoder round trip in turn
+    const images = await Promise.all(inputs.map((x) => inputImage(x.image)));
+    return inputs.map((x, i) => this.model.prepare(x.text, images[i]!, options));
   }
 
   /** Embeddings as a row-major Float32Array [inputs.length, dim]. */
