@@ -37,8 +37,8 @@ import { CLIP_SIZES, IMAGE_TEXT_COLUMNS, ZEROSHOT_TEMPLATES, buildClipData, type
 
 export const SIZES = {
   tiny: { trainRows: 12, evalRows: 8, textPairs: 32 },
-  small: { trainRows: 300, evalRows: 100, textPairs: 256 },
-  medium: { trainRows: 1000, evalRows: 200, textPairs: 4096 },
+  small: { trainRows: 300, evalRows: 300, textPairs: 256 },
+  medium: { trainRows: 1000, evalRows: 500, textPairs: 4096 },
 } as const;
 export type SizeName = keyof typeof SIZES;
 
