@@ -107,6 +107,7 @@ export class SubsetBatches<T> implements TrainData<T[]> {
   private readonly streams: ShuffledBatches<T>[];
   private readonly picker: Rng;
   private readonly weights: number[];
+  private readonly totalWeight: number;
   /** Index (among the groups given) of each stream's group. */
   private readonly usable: number[];
   private readonly groupCount: number;
@@ -135,6 +136,7 @@ export class SubsetBatches<T> implements TrainData<T[]> {
     this.usable = usable.map(({ i }) => i);
     this.groupCount = groups.length;
     this.weights = usable.map(({ g, i }) => g.length * (groupWeights?.[i] ?? 1));
+    this.totalWeight = this.weights.reduce((a, b) => a + b, 0);
     this.picker = rng.fork('picker');
     const rows = usable.reduce((a, { g }) => a + g.length, 0);
     this.batchesPerEpoch = Math.max(1, Math.floor(rows / batchSize));
@@ -142,17 +144,15 @@ export class SubsetBatches<T> implements TrainData<T[]> {
 
   /** Each group's share of the sub-batches (groups too small for one sub-batch get 0). */
   get shares(): number[] {
-    const total = this.weights.reduce((a, b) => a + b, 0);
     const out = new Array<number>(this.groupCount).fill(0);
-    this.usable.forEach((g, k) => (out[g] = this.weights[k]! / total));
+    this.usable.forEach((g, k) => (out[g] = this.weights[k]! / this.totalWeight));
     return out;
   }
 
   next(): T[] {
     const out: T[] = [];
-    const total = this.weights.reduce((a, b) => a + b, 0);
     while (out.length < this.batchSize) {
-      let r = this.picker.uniform() * total;
+      let r = this.picker.uniform() * this.totalWeight;
       let g = 0;
       while (g < this.weights.length - 1 && r >= this.weights[g]!) r -= this.weights[g++]!;
       out.push(...this.streams[g]!.next());
