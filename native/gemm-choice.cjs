@@ -7,9 +7,12 @@
 // Rapids Xeon OpenBLAS's SkylakeX kernels led. So the choice is measured, not assumed.
 //
 // The addon reads UNIME_GEMM once, when it loads: "builtin" runs the builtin kernel, anything else BLAS.
-// A UNIME_GEMM the user set always wins over the record.
+// A UNIME_GEMM the user set always wins over the record. A record holds for the conditions it was timed
+// under (the OpenBLAS kernel family asked for, the CPU): under others it is not applied, and the loader
+// says why (a later OPENBLAS_CORETYPE, or a build folder carried to another machine).
 'use strict';
 const fs = require('node:fs');
+const os = require('node:os');
 const path = require('node:path');
 
 /** The record's file name, next to the addon (native/build/Release/). */
@@ -41,9 +44,10 @@ function seconds(fn) {
  * two so that a busy machine slows both alike. Returns the record: { gemm: 'blas' | 'builtin', ... }.
  * `budget` is the seconds spent per shape and kernel (at least 3 calls each; the median counts).
  */
-function calibrate(addon, { budget = 0.1, shapes = SHAPES } = {}) {
+function calibrate(addon, { budget = 0.1, shapes = SHAPES, env = process.env } = {}) {
   const info = addon.info();
-  if (!info.blas) return { gemm: 'builtin', reason: 'the addon is not linked against BLAS', shapes: [] };
+  const conditions = timingConditions(env);
+  if (!info.blas) return { gemm: 'builtin', reason: 'the addon is not linked against BLAS', shapes: [], conditions };
   const rows = [];
   let blasTotal = 0;
   let builtinTotal = 0;
@@ -82,7 +86,25 @@ function calibrate(addon, { budget = 0.1, shapes = SHAPES } = {}) {
         ? `the builtin SGEMM ran these shapes ${round(blasTotal / builtinTotal)}x as fast as BLAS`
         : `BLAS ran these shapes ${round(builtinTotal / blasTotal)}x as fast as the builtin SGEMM`,
     shapes: rows,
+    conditions,
   };
+}
+
+/** What a timing holds for besides the addon itself: the OpenBLAS kernel family asked for, and the CPU. */
+function timingConditions(env = process.env) {
+  const cpus = os.cpus();
+  return { openblas_coretype: env.OPENBLAS_CORETYPE ?? null, cpu: cpus.length > 0 ? cpus[0].model : null };
+}
+
+/** Why a record timed under `then` does not hold under `now`, or null when it does (or records no conditions). */
+function staleBecause(then, now) {
+  if (!then || typeof then !== 'object') return null;
+  const name = (x) => (x === null || x === undefined ? 'unset' : x);
+  if ((then.openblas_coretype ?? null) !== now.openblas_coretype) {
+    return `timed with OPENBLAS_CORETYPE ${name(then.openblas_coretype)}, this process has ${name(now.openblas_coretype)}`;
+  }
+  if ((then.cpu ?? null) !== now.cpu) return `timed on ${name(then.cpu)}, this CPU is ${name(now.cpu)}`;
+  return null;
 }
 
 function round(x) {
@@ -113,15 +135,18 @@ function writeGemmChoice(dir, record) {
 }
 
 /**
- * Sets env.UNIME_GEMM from the record in `dir` unless the user set it. Returns the record it applied,
- * or undefined (the user's choice, or no record: the addon's default, BLAS when linked).
+ * Sets env.UNIME_GEMM from the record in `dir` unless the user set it or the record was timed under other
+ * conditions. Returns the record it applied; a stale one with `stale` (why) and env left alone; or
+ * undefined (the user's choice, or no record: the addon's default, BLAS when linked).
  */
-function applyGemmChoice(dir, env = process.env) {
+function applyGemmChoice(dir, env = process.env, now = timingConditions(env)) {
   if (env.UNIME_GEMM !== undefined) return undefined;
   const r = readGemmChoice(dir);
   if (r === null) return undefined;
+  const stale = staleBecause(r.conditions, now);
+  if (stale !== null) return { ...r, stale };
   env.UNIME_GEMM = r.gemm;
   return r;
 }
 
-module.exports = { CHOICE_FILE, SHAPES, MARGIN, calibrate, readGemmChoice, writeGemmChoice, applyGemmChoice };
+module.exports = { CHOICE_FILE, SHAPES, MARGIN, calibrate, timingConditions, staleBecause, readGemmChoice, writeGemmChoice, applyGemmChoice };

@@ -171,14 +171,24 @@ export interface GemmRecord {
   /** BLAS time over builtin time on the timed shapes (above 1: the builtin kernel is faster). */
   speedup?: number;
   shapes: { m: number; n: number; k: number; blas_gflops: number; builtin_gflops: number }[];
+  /** What the timing holds for (absent in records from before they were kept). */
+  conditions?: TimingConditions;
+  /** Set by applyGemmChoice on a record timed under other conditions (not applied): why. */
+  stale?: string;
+}
+export interface TimingConditions {
+  openblas_coretype: string | null;
+  cpu: string | null;
 }
 export interface GemmChoice {
   CHOICE_FILE: string;
   MARGIN: number;
-  calibrate(addon: Pick<NativeKernels, 'info' | 'batchMatMul'>, options?: { budget?: number; shapes?: [number, number, number][] }): GemmRecord;
+  calibrate(addon: Pick<NativeKernels, 'info' | 'batchMatMul'>, options?: { budget?: number; shapes?: [number, number, number][]; env?: NodeJS.ProcessEnv }): GemmRecord;
+  timingConditions(env?: NodeJS.ProcessEnv): TimingConditions;
+  staleBecause(then: TimingConditions | undefined, now: TimingConditions): string | null;
   readGemmChoice(dir: string): GemmRecord | null;
   writeGemmChoice(dir: string, record: GemmRecord): string;
-  applyGemmChoice(dir: string, env?: NodeJS.ProcessEnv): GemmRecord | undefined;
+  applyGemmChoice(dir: string, env?: NodeJS.ProcessEnv, now?: TimingConditions): GemmRecord | undefined;
 }
 
 export function gemmChoice(): GemmChoice {
@@ -197,7 +207,14 @@ export function loadNativeAddon(): { addon: NativeAddon | null; reason?: string 
     openblasCore().chooseOpenblasCore();
     const userGemm = process.env.UNIME_GEMM;
     const timed = gemmChoice().applyGemmChoice(path.dirname(p));
-    gemmWhy = userGemm !== undefined ? `from UNIME_GEMM=${userGemm}` : timed !== undefined ? `timed at install: ${timed.reason}` : '';
+    gemmWhy =
+      userGemm !== undefined
+        ? `from UNIME_GEMM=${userGemm}`
+        : timed === undefined
+          ? ''
+          : timed.stale !== undefined
+            ? `the default: the install-time timing is not applied (${timed.stale}); node tools/build-native.mjs times it again`
+            : `timed at install: ${timed.reason}`;
     try {
       addonCache = { addon: createRequire(import.meta.url)(p) as NativeAddon };
     } catch (e) {

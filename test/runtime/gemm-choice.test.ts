@@ -90,6 +90,44 @@ test('the record is written atomically and applied only where the user has not s
   }
 });
 
+test('a record holds for the OpenBLAS kernels and the CPU it was timed with: under others it is not applied, and says why', () => {
+  const dir = tmpDir();
+  try {
+    const then = { openblas_coretype: 'Haswell', cpu: 'AMD EPYC 9B45' };
+    g.writeGemmChoice(dir, { gemm: 'builtin', reason: 'faster here', speedup: 2, shapes: [], conditions: then });
+    const same: NodeJS.ProcessEnv = {};
+    assert.equal(g.applyGemmChoice(dir, same, { ...then })?.stale, undefined);
+    assert.equal(same.UNIME_GEMM, 'builtin');
+
+    const otherCore: NodeJS.ProcessEnv = {};
+    const r = g.applyGemmChoice(dir, otherCore, { openblas_coretype: 'SkylakeX', cpu: then.cpu });
+    assert.equal(r?.gemm, 'builtin');
+    assert.equal(r?.stale, 'timed with OPENBLAS_CORETYPE Haswell, this process has SkylakeX');
+    assert.equal('UNIME_GEMM' in otherCore, false, 'a stale record leaves the addon its default');
+
+    const unset: NodeJS.ProcessEnv = {};
+    assert.match(g.applyGemmChoice(dir, unset, { openblas_coretype: null, cpu: then.cpu })?.stale ?? '', /this process has unset/);
+    assert.equal('UNIME_GEMM' in unset, false);
+
+    const otherCpu: NodeJS.ProcessEnv = {};
+    assert.equal(g.applyGemmChoice(dir, otherCpu, { openblas_coretype: 'Haswell', cpu: 'Intel Xeon Platinum 8581C' })?.stale, 'timed on AMD EPYC 9B45, this CPU is Intel Xeon Platinum 8581C');
+    assert.equal('UNIME_GEMM' in otherCpu, false);
+
+    // a record from before conditions were kept still applies
+    g.writeGemmChoice(dir, { gemm: 'builtin', reason: 'faster here', speedup: 2, shapes: [] });
+    const old: NodeJS.ProcessEnv = {};
+    assert.equal(g.applyGemmChoice(dir, old, { openblas_coretype: 'SkylakeX', cpu: 'x' })?.stale, undefined);
+    assert.equal(old.UNIME_GEMM, 'builtin');
+
+    // calibrate records the conditions it timed under
+    const rec = g.calibrate(fakeAddon(4, 0.5), { budget: 0.01, shapes: SMALL, env: { OPENBLAS_CORETYPE: 'SkylakeX' } });
+    assert.deepEqual(rec.conditions, { openblas_coretype: 'SkylakeX', cpu: os.cpus()[0]?.model ?? null });
+    assert.equal(g.staleBecause(rec.conditions, g.timingConditions({ OPENBLAS_CORETYPE: 'SkylakeX' })), null);
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
+
 test('calibrate runs on the real addon and reports both kernels', { skip: loadNativeAddon().addon === null ? 'native addon not built' : false }, () => {
   const addon = loadNativeAddon().addon as unknown as NativeKernels;
   const r = g.calibrate(addon, { budget: 0.005, shapes: [[64, 48, 32]] });
@@ -107,12 +145,14 @@ test('loading the addon applies the install-time record unless the user set UNIM
   const record = g.readGemmChoice(path.dirname(nativeAddonPath()));
   // npm ci times the two kernels whenever OpenBLAS is linked
   if (info.blas && PRESET === undefined) assert.ok(record, 'a BLAS-linked addon has its timing record next to it');
-  const expected = PRESET ?? record?.gemm;
+  const stale = record ? g.staleBecause(record.conditions, g.timingConditions()) : null;
+  const expected = PRESET ?? (stale === null ? record?.gemm : undefined);
   assert.equal(process.env.UNIME_GEMM, expected);
   if (expected === 'builtin' || !info.blas) assert.equal(info.gemm, 'builtin');
   else assert.match(info.gemm, /^openblas/);
   const summary = nativeSummary()!;
   assert.ok(summary.startsWith(`native: gemm ${info.gemm}`), summary);
   if (PRESET !== undefined) assert.match(summary, new RegExp(`from UNIME_GEMM=${PRESET}`));
+  else if (record && stale !== null) assert.ok(summary.includes(`not applied (${stale})`), summary);
   else if (record) assert.ok(summary.includes(record.reason), summary);
 });
