@@ -26,7 +26,7 @@ import {
   writeMmebReport,
 } from './aggregate.js';
 import { openMmebEvalRoot } from './catalog.js';
-import { distractorHtml, distractorMarkdown, distractorStats, readCandidateKinds, type DistractorStats } from './distractors.js';
+import { DISTRACTOR_TABLE, QUERY_KIND_TABLE, distractorStats, kindTableHtml, kindTableMarkdown, queryKindStats, readRowAnnotations, type DistractorStats, type QueryKindStats } from './distractors.js';
 import { EmbeddingCache, imageDigest, inputKey, type CacheStats, type EmbeddingCacheOptions, type ModelIdentity } from './embed-cache.js';
 import { META_TASKS, META_TASK_SHORT, canonicalMmebName, findMmebDataset } from './mmeb-datasets.js';
 import { evaluateMmebDataset, type EmbedFn } from './mmeb-run.js';
@@ -262,6 +262,7 @@ export async function runMmebEval(o: MmebEvalOptions): Promise<MmebEvalOutcome> 
   };
 
   const distractors: Record<string, DistractorStats[]> = {};
+  const queryKinds: Record<string, QueryKindStats[]> = {};
   const rowHits: Record<string, string> = {};
   try {
     for (const [di, name] of selected.entries()) {
@@ -297,8 +298,11 @@ export async function runMmebEval(o: MmebEvalOptions): Promise<MmebEvalOutcome> 
           // keyed like the summary's datasets (an MMEB folder may be named by an alias)
           rowHits[canonicalMmebName(name) ?? name] = rowHitsString(ev.ranks);
           try {
-            const kinds = await readCandidateKinds(path.join(data.root, name), ds.rows.map((r) => r.tgt_text.length));
-            if (kinds !== null) distractors[name] = distractorStats(ev.outranked, kinds);
+            const notes = await readRowAnnotations(path.join(data.root, name), ds.rows.map((r) => r.tgt_text.length));
+            if (notes !== null) {
+              distractors[name] = distractorStats(ev.outranked, notes.candidateKinds);
+              if (notes.queryKinds !== null) queryKinds[name] = queryKindStats(ev.ranks, notes.queryKinds);
+            }
           } catch (e) {
             if (!(e instanceof UnimeError)) throw e;
             o.log.warn(`eval: ${name}: candidate annotations left out: ${e.message}`);
@@ -373,10 +377,17 @@ export async function runMmebEval(o: MmebEvalOptions): Promise<MmebEvalOutcome> 
   const cacheInfo = o.cacheDir === null ? null : { dir: cache.dir, ...cache.stats };
   await writeJsonAtomic(
     files.summary,
-    summaryJson(summary, { runs, failed, embedded: totalEmbedded, cached: totalCached, seconds, modelSeconds: totalModelSeconds, eps, cache: cacheInfo, distractors, rowHits }),
+    summaryJson(summary, { runs, failed, embedded: totalEmbedded, cached: totalCached, seconds, modelSeconds: totalModelSeconds, eps, cache: cacheInfo, distractors, queryKinds, rowHits }),
   );
   const column = [{ label: o.modelName, stats: distractors }];
-  await writeResultReports(o.outDir, summary, { baseName: REPORT_BASENAME, appendix: { markdown: distractorMarkdown(column), html: distractorHtml(column) } });
+  const queryColumn = [{ label: o.modelName, stats: queryKinds }];
+  await writeResultReports(o.outDir, summary, {
+    baseName: REPORT_BASENAME,
+    appendix: {
+      markdown: [kindTableMarkdown(column, DISTRACTOR_TABLE), kindTableMarkdown(queryColumn, QUERY_KIND_TABLE)].filter((x) => x !== '').join('\n'),
+      html: [kindTableHtml(column, DISTRACTOR_TABLE), kindTableHtml(queryColumn, QUERY_KIND_TABLE)].filter((x) => x !== '').join('\n'),
+    },
+  });
   const table = summaryTable(summary, runs);
   return {
     result,
@@ -410,6 +421,7 @@ function summaryJson(
     eps: number | null;
     cache: unknown;
     distractors: Record<string, DistractorStats[]>;
+    queryKinds: Record<string, QueryKindStats[]>;
     /** hit@1 per row ('1'/'0' in row order), for the paired bootstrap of comparisons (significance.ts). */
     rowHits: Record<string, string>;
   },
@@ -437,6 +449,7 @@ function summaryJson(
     embeddings_per_second: x.eps,
     cache: x.cache,
     ...(Object.keys(x.distractors).length > 0 ? { distractors: x.distractors } : {}),
+    ...(Object.keys(x.queryKinds).length > 0 ? { query_kinds: x.queryKinds } : {}),
     row_hits: x.rowHits,
   };
 }

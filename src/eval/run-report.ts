@@ -13,7 +13,7 @@ import { writeBytesAtomic } from '../io/atomic.js';
 import { lineChartSvg } from '../train/plots.js';
 import { METRICS_FILE, readMetrics, type MetricRecord } from '../train/metrics.js';
 import { readMmebReport, summarizeMmeb } from './aggregate.js';
-import { distractorHtml, distractorMarkdown, type DistractorColumn, type DistractorStats } from './distractors.js';
+import { DISTRACTOR_TABLE, QUERY_KIND_TABLE, kindTableHtml, kindTableMarkdown, type DistractorColumn, type DistractorStats, type KindColumn, type QueryKindStats } from './distractors.js';
 import { RESULT_FILE, SUMMARY_FILE } from './mmeb-eval.js';
 import { parseRowHits, type RowHits } from './significance.js';
 import { type ComparisonEntry, comparisonHtmlParts, comparisonMarkdown, escapeHtml, escapeMarkdown, htmlPage } from './report.js';
@@ -84,6 +84,7 @@ export async function writeRunReport(
   const entries: ComparisonEntry[] = [];
   const notes: string[] = [];
   const distractors: DistractorColumn[] = [];
+  const queryKinds: KindColumn<QueryKindStats>[] = [];
   for (const s of evalStageDirs) {
     const file = path.join(s.dir, RESULT_FILE);
     if (!existsSync(file)) {
@@ -95,6 +96,7 @@ export async function writeRunReport(
       if (extras.problem) notes.push(`Eval stage "${s.label}": ${extras.problem}`);
       entries.push({ label: s.label, summary: summarizeMmeb(await readMmebReport(file)), ...(extras.rowHits ? { rowHits: extras.rowHits } : {}) });
       if (extras.distractors !== null) distractors.push({ label: s.label, stats: extras.distractors });
+      if (extras.queryKinds !== null) queryKinds.push({ label: s.label, stats: extras.queryKinds });
     } catch (e) {
       notes.push(`Eval stage "${s.label}": ${(e as Error).message.split('\n')[0]} (left out of the comparison).`);
     }
@@ -135,8 +137,7 @@ export async function writeRunReport(
   md.push('## Evaluation', '');
   if (comparable.length === 0 && suites.length === 0) md.push('No eval stage has results yet.', '');
   else if (comparable.length > 0) md.push(comparisonMarkdown(comparable).replace(/^#/gm, '##'), '');
-  const distractorMd = distractorMarkdown(distractors, '### Which distractors win');
-  if (distractorMd) md.push(distractorMd);
+  for (const t of [kindTableMarkdown(queryKinds, QUERY_KIND_TABLE, 3), kindTableMarkdown(distractors, DISTRACTOR_TABLE, 3)]) if (t) md.push(t);
   for (const t of suites) md.push(suiteComparisonMarkdown(t, 3));
   md.push('## Training', '');
   if (curves.length === 0) md.push('No training stages.', '');
@@ -156,8 +157,7 @@ export async function writeRunReport(
   body.push('<h2>Evaluation</h2>');
   if (comparable.length === 0 && suites.length === 0) body.push('<p>No eval stage has results yet.</p>');
   else if (comparable.length > 0) body.push(comparisonHtmlParts(comparable).body.replace(/<(\/?)h([1-5])>/g, (_m, close: string, n: string) => `<${close}h${Number(n) + 1}>`));
-  const distractorBody = distractorHtml(distractors, 'Which distractors win', 3);
-  if (distractorBody) body.push(distractorBody);
+  for (const t of [kindTableHtml(queryKinds, QUERY_KIND_TABLE, 3), kindTableHtml(distractors, DISTRACTOR_TABLE, 3)]) if (t) body.push(t);
   for (const t of suites) body.push(suiteComparisonHtml(t, 3));
   body.push('<h2>Training</h2>');
   if (curves.length === 0) body.push('<p>No training stages.</p>');
@@ -192,23 +192,28 @@ function curveCells(records: readonly MetricRecord[]): string[] {
 }
 
 /**
- * What an eval stage wrote into its summary beside the scores: the distractor statistics and the
- * per-row hits, each null when absent. A missing or unreadable summary only loses these optional
- * parts (the scores come from mmeb.json): nulls, no error. Malformed row hits are said in `problem`.
+ * What an eval stage wrote into its summary beside the scores: the distractor statistics, hit@1 per
+ * kind of query and the per-row hits, each null when absent. A missing or unreadable summary only
+ * loses these optional parts (the scores come from mmeb.json): nulls, no error. Malformed row hits are
+ * said in `problem`.
  */
-export async function readSummaryExtras(
-  file: string,
-): Promise<{ distractors: Record<string, DistractorStats[]> | null; rowHits: RowHits | null; problem?: string }> {
-  let summary: { distractors?: Record<string, DistractorStats[]>; row_hits?: unknown } | null;
+export async function readSummaryExtras(file: string): Promise<{
+  distractors: Record<string, DistractorStats[]> | null;
+  queryKinds: Record<string, QueryKindStats[]> | null;
+  rowHits: RowHits | null;
+  problem?: string;
+}> {
+  let summary: { distractors?: Record<string, DistractorStats[]>; query_kinds?: Record<string, QueryKindStats[]>; row_hits?: unknown } | null;
   try {
     summary = JSON.parse(await readFile(file, 'utf8')) as typeof summary;
   } catch {
-    return { distractors: null, rowHits: null };
+    return { distractors: null, queryKinds: null, rowHits: null };
   }
   const distractors = summary?.distractors && typeof summary.distractors === 'object' ? summary.distractors : null;
+  const queryKinds = summary?.query_kinds && typeof summary.query_kinds === 'object' ? summary.query_kinds : null;
   try {
-    return { distractors, rowHits: parseRowHits(summary?.row_hits, file) };
+    return { distractors, queryKinds, rowHits: parseRowHits(summary?.row_hits, file) };
   } catch (e) {
-    return { distractors, rowHits: null, problem: `no intervals for its deltas: ${(e as Error).message.replace(/\s*\n\s*/g, '; ')}` };
+    return { distractors, queryKinds, rowHits: null, problem: `no intervals for its deltas: ${(e as Error).message.replace(/\s*\n\s*/g, '; ')}` };
   }
 }

@@ -48,6 +48,8 @@ test('the quickstart recipe runs end to end through the CLI (shortened) and writ
     // The whole chain of the intervals: the eval stages wrote each row's hit, the report read them back.
     assert.match(md, /\| Overall \(mean of 10 datasets\) \| [0-9.]+ \| [0-9.]+ \| ([-+][0-9.]+|0\.00) \[[-+0-9.]+, [-+0-9.]+\] \|/);
     assert.match(md, /paired bootstrap over the evaluation rows/);
+    // The synthetic VQA rows name their question: the report scores each kind for every eval stage.
+    assert.match(md, /### Hit@1 by kind of query\n[^]*\| Dataset \| Query kind \| eval-base \(base\) \| eval-stage1 \(distill\) \| eval-stage2 \(hardneg\) \| eval-stage2-off \(hardneg-off\) \|/);
     // Stage 2 trained on top of stage 1: its adapter chain names the distill adapter.
     const chain = JSON.parse(await fsp.readFile(path.join(run, 'hardneg', 'adapter-chain.json'), 'utf8')) as string[];
     assert.deepEqual(chain, [path.join(run, 'distill', 'adapter')]);

@@ -90,6 +90,15 @@ test('the synthetic benchmark: found through its top folder, aggregated per meta
     assert.ok(stats.reduce((n, x) => n + x.beaten, 0) >= misses, name);
   }
   assert.match(md, /## Which distractors win\n[^]*\| SynCls \| same-colour \(\d+\) \| [0-9.]+ \|/);
+  // SynVQA rows name their question: hit@1 per kind adds up to the dataset's hits
+  assert.deepEqual(Object.keys(summary.query_kinds).sort(), ['SynVQA', 'SynVQA-OOD']);
+  for (const name of ['SynVQA', 'SynVQA-OOD']) {
+    const stats = summary.query_kinds[name] as { kind: string; rows: number; hits: number; rate: number }[];
+    assert.equal(stats.reduce((n, x) => n + x.rows, 0), 8, name);
+    assert.equal(stats.reduce((n, x) => n + x.hits, 0), Math.round(json.metrics.image[name]['hit@1'] * 8), name);
+    for (const x of stats) assert.equal(x.rate, (100 * x.hits) / x.rows);
+  }
+  assert.match(md, /## Hit@1 by kind of query\n[^]*\| SynVQA \| (colour-of-shape|count|relation|shape-of-colour) \(\d+\) \| [0-9.]+ \|/);
   // Per-row hits for the comparisons' bootstrap intervals: one per row, averaging to the score.
   assert.deepEqual(Object.keys(summary.row_hits).sort(), Object.keys(json.metrics.image).sort());
   for (const [name, hits] of Object.entries(summary.row_hits as Record<string, string>)) {

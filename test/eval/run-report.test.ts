@@ -51,7 +51,11 @@ test('writeRunReport: base vs stage 1 vs stage 2 per meta-task, IND, OOD, overal
   const hits = (n: number, extra: Record<string, string> = {}) => ({ ...Object.fromEntries(CATALOG.datasets.map((d) => [d.name, '1'.repeat(n) + '0'.repeat(8 - n)])), ...extra });
   await fsp.writeFile(path.join(base.dir, SUMMARY_FILE), JSON.stringify({ distractors: { SynCls: [stat('same-colour', 6), stat('other', 1)] }, row_hits: hits(2) }));
   await fsp.writeFile(path.join(s1.dir, SUMMARY_FILE), JSON.stringify({ row_hits: hits(4, { 'SynGrd-OOD': '11111100' }) }));
-  await fsp.writeFile(path.join(s2.dir, SUMMARY_FILE), JSON.stringify({ distractors: { SynCls: [stat('same-colour', 2)] } }));
+  const asked = (kind: string, hitCount: number) => ({ kind, rows: 4, hits: hitCount, rate: (100 * hitCount) / 4 });
+  await fsp.writeFile(
+    path.join(s2.dir, SUMMARY_FILE),
+    JSON.stringify({ distractors: { SynCls: [stat('same-colour', 2)] }, query_kinds: { 'SynVQA-OOD': [asked('count', 3), asked('relation', 1)] } }),
+  );
   const missingEval = { label: 'eval-never-ran', dir: path.join(dir, 'run', 'eval-never-ran') };
   const t1 = await trainStage('distill', [2.0, 1.5, 1.2, 1.0]);
   const t2 = await trainStage('hardneg', [3.0, 2.5, 1.0]);
@@ -86,6 +90,11 @@ test('writeRunReport: base vs stage 1 vs stage 2 per meta-task, IND, OOD, overal
   assert.match(md, /\| Dataset \| Distractor kind \| base \| eval-stage2 \|\n/);
   assert.match(md, /\| SynCls \| same-colour \(8\) \| 75\.0 \| 25\.0 \|/);
   assert.match(md, /\| SynCls \| other \(8\) \| 12\.5 \|  \|/);
+  // hit@1 per kind of query: only stage 2's summary has it
+  assert.match(md, /^### Hit@1 by kind of query$/m);
+  assert.match(md, /\| Dataset \| Query kind \| eval-stage2 \|\n/);
+  assert.match(md, /\| SynVQA-OOD \| count \(4\) \| 75\.0 \|/);
+  assert.match(md, /\| SynVQA-OOD \| relation \(4\) \| 25\.0 \|/);
 
   const html = readFileSync(files.html, 'utf8');
   assert.match(html, /^<!DOCTYPE html>/);
@@ -95,6 +104,7 @@ test('writeRunReport: base vs stage 1 vs stage 2 per meta-task, IND, OOD, overal
   assert.equal((html.match(/<polyline class="curve" data-points="3"/g) ?? []).length, 1);
   assert.match(html, /empty: no logged steps/);
   assert.match(html, /<h3>Which distractors win<\/h3>/);
+  assert.match(html, /<h3>Hit@1 by kind of query<\/h3>/);
   assert.doesNotMatch(html, /<script/);
 });
 

@@ -4,7 +4,7 @@ import * as path from 'node:path';
 import { promises as fsp } from 'node:fs';
 import { tempDir } from '../helpers.js';
 import { generateSynthetic, META_FILE, TRAIN_PARQUET, EVAL_PARQUET } from '../../tools/synth/generate.js';
-import { TASKS, TASK_INFO, captionHolds, type CandidateMeta } from '../../tools/synth/tasks.js';
+import { TASKS, TASK_INFO, VQA_QUERY_KINDS, captionHolds, type CandidateMeta } from '../../tools/synth/tasks.js';
 import { HELD_OUT_COMBOS, inverseRelation, isHeldOut, looseRelationHolds, relation, sceneDiff, type Scene, type SceneObject } from '../../tools/synth/scene.js';
 import { pairCaption } from '../../tools/synth/captions.js';
 import { cropCell, renderScene, type Image } from '../../tools/synth/render.js';
@@ -50,6 +50,7 @@ interface MetaRow {
   row: number;
   group: number;
   template: number | null;
+  query_kind?: string;
   query_scene: Scene;
   candidates: CandidateMeta[];
 }
@@ -341,15 +342,16 @@ test('VQA answers are right for their scene, and no other candidate is a defensi
       const objs = meta[i]!.query_scene.objects;
       const [answer, ...others] = row.tgt_text as [string, ...string[]];
       assert.equal(new Set(row.tgt_text).size, row.tgt_text.length);
+      let asked = '';
       let m: RegExpExecArray | null;
       if ((m = /What color is the (\w+)\?$/.exec(row.qry_text))) {
-        seenKinds.add('colour');
+        seenKinds.add((asked = 'colour-of-shape'));
         assert.equal(answer, objs.find((o) => o.shape === m![1])!.colour);
       } else if ((m = /What shape is the (\w+) object\?$/.exec(row.qry_text))) {
-        seenKinds.add('shape');
+        seenKinds.add((asked = 'shape-of-colour'));
         assert.equal(answer, objs.find((o) => o.colour === m![1])!.shape);
       } else if ((m = /What is (to the left of|to the right of|above|below) the (\w+) (\w+)\?$/.exec(row.qry_text))) {
-        seenKinds.add('relation');
+        seenKinds.add((asked = 'relation'));
         const r = rels[m[1]!]!;
         const b = objs.find((o) => o.colour === m![2] && o.shape === m![3])!;
         const a = objs.find((o) => `${o.colour} ${o.shape}` === answer)!;
@@ -360,14 +362,18 @@ test('VQA answers are right for their scene, and no other candidate is a defensi
         }
       } else {
         assert.match(row.qry_text, /How many shapes are there\?$/);
-        seenKinds.add('count');
+        seenKinds.add((asked = 'count'));
         assert.equal(answer, ['one', 'two', 'three', 'four'][objs.length - 1]);
         // every count offered is one a scene of the 2x2 grid can have
         for (const t of others) assert.ok(['one', 'two', 'three', 'four'].includes(t), `${name} row ${i}: impossible count "${t}"`);
       }
+      // the annotation names the question the text asks (the eval scores each kind apart)
+      assert.equal(meta[i]!.query_kind, asked, `${name} row ${i}: query_kind`);
     }
   }
-  assert.deepEqual([...seenKinds].sort(), ['colour', 'count', 'relation', 'shape']);
+  assert.deepEqual([...seenKinds].sort(), [...VQA_QUERY_KINDS].sort());
+  // other datasets ask one kind of query and carry no query_kind
+  for (const line of (await readMeta(path.join(out, 'mmeb-eval', 'SynCls', META_FILE))).slice(0, 5)) assert.equal(line.query_kind, undefined);
 });
 
 // ---------------------------------------------------------------------------------------------

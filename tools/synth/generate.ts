@@ -113,6 +113,7 @@ function metaLine(row: number, ex: Example): string {
     row,
     group: ex.group,
     template: ex.template ?? null,
+    ...(ex.queryKind !== undefined ? { query_kind: ex.queryKind } : {}),
     query_scene: ex.queryScene,
     candidates: ex.candidates.map((c) => c.meta),
   });

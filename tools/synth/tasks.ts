@@ -61,7 +61,12 @@ export interface Example {
   queryScene: Scene;
   /** Caption template used (retrieval), for the paraphrase bookkeeping. */
   template?: number;
+  /** What kind of query the row asks (VQA: which question), so an eval can score each kind apart. */
+  queryKind?: string;
 }
+
+/** The four SynVQA questions, as `query_kind` in the annotations. */
+export const VQA_QUERY_KINDS = ['colour-of-shape', 'shape-of-colour', 'relation', 'count'] as const;
 
 /** Stores an image under a name and returns the path the parquet should hold. */
 export type PutImage = (name: string, image: Image) => string;
@@ -177,7 +182,7 @@ export function buildVqa(ctx: BuildContext, row: number): Example {
     seen.add(t);
     cands.push({ text: t, image: '', meta: { kind: 'other', label: t } });
   }
-  return { queryText: INSTR.vqa(question), queryImage: img, queryScene: scene, group: row, candidates: cands };
+  return { queryText: INSTR.vqa(question), queryImage: img, queryScene: scene, group: row, candidates: cands, queryKind: VQA_QUERY_KINDS[kind] };
 }
 
 /**
