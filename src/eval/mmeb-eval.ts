@@ -384,8 +384,8 @@ export async function runMmebEval(o: MmebEvalOptions): Promise<MmebEvalOutcome> 
   await writeResultReports(o.outDir, summary, {
     baseName: REPORT_BASENAME,
     appendix: {
-      markdown: [kindTableMarkdown(column, DISTRACTOR_TABLE), kindTableMarkdown(queryColumn, QUERY_KIND_TABLE)].filter((x) => x !== '').join('\n'),
-      html: [kindTableHtml(column, DISTRACTOR_TABLE), kindTableHtml(queryColumn, QUERY_KIND_TABLE)].filter((x) => x !== '').join('\n'),
+      markdown: [kindTableMarkdown(queryColumn, QUERY_KIND_TABLE), kindTableMarkdown(column, DISTRACTOR_TABLE)].filter((x) => x !== '').join('\n'),
+      html: [kindTableHtml(queryColumn, QUERY_KIND_TABLE), kindTableHtml(column, DISTRACTOR_TABLE)].filter((x) => x !== '').join('\n'),
     },
   });
   const table = summaryTable(summary, runs);
