@@ -55,14 +55,15 @@ export async function readRowAnnotations(datasetDir: string, candidatesPerRow: r
   if (rows.length !== candidatesPerRow.length) {
     throw new UnimeError(`has ${rows.length} annotation lines for ${candidatesPerRow.length} rows`, { file, fix });
   }
-  const withQuery = rows.filter((r) => r.query_kind !== undefined).length;
+  const named = (r: (typeof rows)[number]) => typeof r.query_kind === 'string' && r.query_kind !== '';
   let queryKinds: string[] | null = null;
-  if (withQuery > 0) {
+  if (rows.some((r) => r.query_kind !== undefined)) {
+    const count = rows.filter(named).length;
     queryKinds = rows.map((row, i) => {
-      if (typeof row.query_kind !== 'string' || row.query_kind === '') {
-        throw new UnimeError(`line ${i + 1}: expected a string query_kind, as ${withQuery} other lines have`, { file, field: `rows[${i}].query_kind`, fix });
+      if (!named(row)) {
+        throw new UnimeError(`line ${i + 1}: expected a string query_kind, as ${count} of the ${rows.length} lines have`, { file, field: `rows[${i}].query_kind`, fix });
       }
-      return row.query_kind;
+      return row.query_kind as string;
     });
   }
   const candidateKinds = rows.map((row, i) => {

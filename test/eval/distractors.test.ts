@@ -52,7 +52,9 @@ test('readRowAnnotations: none without the file; a file that does not match the 
       assert.rejects(readRowAnnotations(dir, counts), (e: unknown) => e instanceof UnimeError && e.file === file && pattern.test(e.message));
     // some rows with a query kind and some without: the file is damaged
     await fsp.writeFile(file, `${line(['positive'], 'count')}\n${line(['positive'])}\n`);
-    await fails([1, 1], /line 2: expected a string query_kind, as 1 other lines have/);
+    await fails([1, 1], /line 2: expected a string query_kind, as 1 of the 2 lines have/);
+    await fsp.writeFile(file, `${line(['positive'], 'count')}\n${JSON.stringify({ query_kind: 3, candidates: [{ kind: 'positive' }] })}\n`);
+    await fails([1, 1], /line 2: expected a string query_kind, as 1 of the 2 lines have/);
     await fsp.writeFile(file, `${line(['positive', 'other', 'same-shape'])}\n${line(['positive', 'other'])}\n`);
     await fails([3], /2 annotation lines for 1 rows/);
     await fails([3, 4], /line 2: 2 annotated candidates for 4 in tgt_text/);
