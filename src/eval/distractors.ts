@@ -176,3 +176,22 @@ export function kindTableHtml(columns: readonly KindColumn<AnyStats>[], table: K
     .join('\n');
   return `<h${level}>${escapeHtml(table.heading)}</h${level}>\n<p class="note">${escapeHtml(table.intro)}</p>\n<table>\n<thead><tr>${th}</tr></thead>\n<tbody>\n${body}\n</tbody>\n</table>`;
 }
+
+/**
+ * The per-kind tables of annotated datasets, in the order every report shows them (hit@1 per kind of
+ * query, then which distractors win), as Markdown and HTML; a table with no data is left out.
+ */
+export function annotationTables(
+  queryKinds: readonly KindColumn<QueryKindStats>[],
+  distractors: readonly DistractorColumn[],
+  level = 2,
+): { markdown: string; html: string } {
+  const tables = [
+    [queryKinds, QUERY_KIND_TABLE],
+    [distractors, DISTRACTOR_TABLE],
+  ] as const;
+  return {
+    markdown: tables.map(([c, t]) => kindTableMarkdown(c, t, level)).filter((x) => x !== '').join('\n'),
+    html: tables.map(([c, t]) => kindTableHtml(c, t, level)).filter((x) => x !== '').join('\n'),
+  };
+}

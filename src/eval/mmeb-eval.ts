@@ -26,7 +26,7 @@ import {
   writeMmebReport,
 } from './aggregate.js';
 import { openMmebEvalRoot } from './catalog.js';
-import { DISTRACTOR_TABLE, QUERY_KIND_TABLE, distractorStats, kindTableHtml, kindTableMarkdown, queryKindStats, readRowAnnotations, type DistractorStats, type QueryKindStats } from './distractors.js';
+import { annotationTables, distractorStats, queryKindStats, readRowAnnotations, type DistractorStats, type QueryKindStats } from './distractors.js';
 import { EmbeddingCache, imageDigest, inputKey, type CacheStats, type EmbeddingCacheOptions, type ModelIdentity } from './embed-cache.js';
 import { META_TASKS, META_TASK_SHORT, canonicalMmebName, findMmebDataset } from './mmeb-datasets.js';
 import { evaluateMmebDataset, type EmbedFn } from './mmeb-run.js';
@@ -379,14 +379,9 @@ export async function runMmebEval(o: MmebEvalOptions): Promise<MmebEvalOutcome> 
     files.summary,
     summaryJson(summary, { runs, failed, embedded: totalEmbedded, cached: totalCached, seconds, modelSeconds: totalModelSeconds, eps, cache: cacheInfo, distractors, queryKinds, rowHits }),
   );
-  const column = [{ label: o.modelName, stats: distractors }];
-  const queryColumn = [{ label: o.modelName, stats: queryKinds }];
   await writeResultReports(o.outDir, summary, {
     baseName: REPORT_BASENAME,
-    appendix: {
-      markdown: [kindTableMarkdown(queryColumn, QUERY_KIND_TABLE), kindTableMarkdown(column, DISTRACTOR_TABLE)].filter((x) => x !== '').join('\n'),
-      html: [kindTableHtml(queryColumn, QUERY_KIND_TABLE), kindTableHtml(column, DISTRACTOR_TABLE)].filter((x) => x !== '').join('\n'),
-    },
+    appendix: annotationTables([{ label: o.modelName, stats: queryKinds }], [{ label: o.modelName, stats: distractors }]),
   });
   const table = summaryTable(summary, runs);
   return {

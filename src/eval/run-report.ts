@@ -13,7 +13,7 @@ import { writeBytesAtomic } from '../io/atomic.js';
 import { lineChartSvg } from '../train/plots.js';
 import { METRICS_FILE, readMetrics, type MetricRecord } from '../train/metrics.js';
 import { readMmebReport, summarizeMmeb } from './aggregate.js';
-import { DISTRACTOR_TABLE, QUERY_KIND_TABLE, kindTableHtml, kindTableMarkdown, type DistractorColumn, type DistractorStats, type KindColumn, type QueryKindStats } from './distractors.js';
+import { annotationTables, type DistractorColumn, type DistractorStats, type KindColumn, type QueryKindStats } from './distractors.js';
 import { RESULT_FILE, SUMMARY_FILE } from './mmeb-eval.js';
 import { parseRowHits, type RowHits } from './significance.js';
 import { type ComparisonEntry, comparisonHtmlParts, comparisonMarkdown, escapeHtml, escapeMarkdown, htmlPage } from './report.js';
@@ -137,7 +137,8 @@ export async function writeRunReport(
   md.push('## Evaluation', '');
   if (comparable.length === 0 && suites.length === 0) md.push('No eval stage has results yet.', '');
   else if (comparable.length > 0) md.push(comparisonMarkdown(comparable).replace(/^#/gm, '##'), '');
-  for (const t of [kindTableMarkdown(queryKinds, QUERY_KIND_TABLE, 3), kindTableMarkdown(distractors, DISTRACTOR_TABLE, 3)]) if (t) md.push(t);
+  const annotated = annotationTables(queryKinds, distractors, 3);
+  if (annotated.markdown) md.push(annotated.markdown);
   for (const t of suites) md.push(suiteComparisonMarkdown(t, 3));
   md.push('## Training', '');
   if (curves.length === 0) md.push('No training stages.', '');
@@ -157,7 +158,7 @@ export async function writeRunReport(
   body.push('<h2>Evaluation</h2>');
   if (comparable.length === 0 && suites.length === 0) body.push('<p>No eval stage has results yet.</p>');
   else if (comparable.length > 0) body.push(comparisonHtmlParts(comparable).body.replace(/<(\/?)h([1-5])>/g, (_m, close: string, n: string) => `<${close}h${Number(n) + 1}>`));
-  for (const t of [kindTableHtml(queryKinds, QUERY_KIND_TABLE, 3), kindTableHtml(distractors, DISTRACTOR_TABLE, 3)]) if (t) body.push(t);
+  if (annotated.html) body.push(annotated.html);
   for (const t of suites) body.push(suiteComparisonHtml(t, 3));
   body.push('<h2>Training</h2>');
   if (curves.length === 0) body.push('<p>No training stages.</p>');
